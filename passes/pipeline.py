@@ -1,0 +1,37 @@
+"""Pipelines: the ordered pass lists qcompile runs, readable in one place.
+
+    quantize:  InsertWeightQuantizers → InsertActivationQuantizers
+    export:    StripForExport → FoldBatchNorm   (then the ONNX back end)
+
+Run with torch.fx's ``PassManager``; each pass's report lands in ``gm.meta``.
+"""
+
+from __future__ import annotations
+
+from torch import fx
+from torch.fx.passes.infra.pass_manager import PassManager
+
+from qcompile.plan import QuantPlan
+from qcompile.passes.base import GraphPass, reports
+from qcompile.passes.fold_batchnorm import FoldBatchNorm
+from qcompile.passes.insert_activation_quantizers import InsertActivationQuantizers
+from qcompile.passes.insert_weight_quantizers import (QuantizerFactory, InsertWeightQuantizers,
+                                                      default_weight_quantizer)
+from qcompile.passes.strip_for_export import StripForExport
+
+
+def quantize_passes(plan: QuantPlan, factory: QuantizerFactory = default_weight_quantizer,
+                    extra: list[GraphPass] = ()) -> list[GraphPass]:
+    return [InsertWeightQuantizers(plan, factory), InsertActivationQuantizers(plan), *extra]
+
+
+def export_passes(extra: list[GraphPass] = ()) -> list[GraphPass]:
+    return [StripForExport(), FoldBatchNorm(), *extra]
+
+
+def run_passes(gm: fx.GraphModule, passes: list[GraphPass]) -> tuple[fx.GraphModule, list[dict]]:
+    """Run ``passes`` in order; return the module and the reports they added."""
+    before = len(reports(gm))
+    result = PassManager(passes=list(passes))(gm)
+    gm = result.graph_module
+    return gm, reports(gm)[before:]

@@ -1,0 +1,125 @@
+"""What to quantize and how: a small explicit spec, resolved into a per-site plan.
+
+``QuantSpec`` is what the user says (bits, quantizer, first/last-layer policy, per-layer
+overrides); ``build_plan`` resolves it against the traced graph into one ``SitePlan`` per
+Conv/Linear. Passes consume the plan; ``inspect`` prints it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass, field
+
+from torch import fx
+
+from qcompile.errors import ConfigError
+from qcompile.quantizers import WEIGHT_QUANTIZERS
+
+LAYER_POLICIES = ("quantize", "8bit", "float")
+
+
+@dataclass
+class QuantSpec:
+    """User-level quantization settings (CLI flags and API arguments map 1:1 onto these)."""
+
+    method: str = "ste"
+    w_bits: int = 4
+    a_bits: int | None = 8  # None: activations stay float
+    quantizer: str = "uniform"  # weight quantizer: uniform | uniform-asym | dorefa | bwn
+    per_channel: bool | None = None  # None: the quantizer's usual choice (uniform: yes; dorefa/bwn: no)
+    first_layer: str = "quantize"  # quantize | 8bit | float
+    last_layer: str = "quantize"
+    overrides: dict[str, int] = field(default_factory=dict)  # glob on site name -> weight bits (0 = float)
+    method_options: dict = field(default_factory=dict)  # method plug-in settings (e.g. MetaQuant's meta-net)
+
+    def validate(self) -> None:
+        if not 1 <= self.w_bits <= 8:
+            raise ConfigError(f"--w-bits must be in 1..8, got {self.w_bits}", hint="pick 1, 2, 4 or 8 for packed storage")
+        if self.a_bits is not None and not 2 <= self.a_bits <= 8:
+            raise ConfigError(
+                f"--a-bits must be in 2..8 (or omitted for float activations), got {self.a_bits}",
+                hint="use --a-bits 8 (or 4/2), or leave activations in float",
+            )
+        if self.quantizer not in WEIGHT_QUANTIZERS:
+            raise ConfigError(f"unknown --quantizer {self.quantizer!r}", hint=f"choose one of {', '.join(WEIGHT_QUANTIZERS)}")
+        if self.quantizer == "bwn" and self.w_bits != 1:
+            raise ConfigError("BWN is binary: it needs --w-bits 1", hint="use --w-bits 1 or another --quantizer")
+        for policy in (self.first_layer, self.last_layer):
+            if policy not in LAYER_POLICIES:
+                raise ConfigError(f"unknown layer policy {policy!r}", hint=f"choose one of {', '.join(LAYER_POLICIES)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QuantSpec:
+        return cls(**d)
+
+
+@dataclass
+class SitePlan:
+    """How one Conv/Linear is quantized. ``w_bits is None`` means it stays float (``reason`` says why)."""
+
+    name: str
+    op: str
+    w_bits: int | None
+    a_bits: int | None
+    quantizer: str
+    per_channel: bool
+    reason: str = ""
+
+    @property
+    def quantized(self) -> bool:
+        return self.w_bits is not None
+
+
+@dataclass
+class QuantPlan:
+    spec: QuantSpec
+    sites: list[SitePlan]
+
+    def site(self, name: str) -> SitePlan | None:
+        return next((s for s in self.sites if s.name == name), None)
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec.to_dict(), "sites": [asdict(s) for s in self.sites]}
+
+
+def _default_per_channel(quantizer: str) -> bool:
+    return quantizer.startswith("uniform")
+
+
+def build_plan(gm: fx.GraphModule, spec: QuantSpec) -> QuantPlan:
+    """Resolve ``spec`` against the Conv/Linear sites of ``gm`` (in graph order)."""
+    from qcompile.passes.sites import find_sites
+
+    spec.validate()
+    found = [info for _, info in find_sites(gm)]
+    if not found:
+        raise ConfigError("the model has no Conv1d/Conv2d/Linear layers to quantize",
+                          hint="check the model factory, or that its layers are not hidden inside --leaf modules")
+    per_channel = spec.per_channel if spec.per_channel is not None else _default_per_channel(spec.quantizer)
+    unmatched = [p for p in spec.overrides if not any(fnmatch.fnmatchcase(i.name, p) for i in found)]
+    if unmatched:
+        raise ConfigError(f"--layer-bits pattern(s) {unmatched} match no layer",
+                          hint=f"layers are: {', '.join(i.name for i in found)}")
+    sites = []
+    for idx, info in enumerate(found):
+        w_bits, a_bits, quantizer, reason = spec.w_bits, spec.a_bits, spec.quantizer, ""
+        policy = spec.first_layer if idx == 0 else spec.last_layer if idx == len(found) - 1 else "quantize"
+        if policy == "float":
+            w_bits, a_bits, reason = None, None, f"{'first' if idx == 0 else 'last'} layer kept in float by policy"
+        elif policy == "8bit":
+            w_bits, quantizer = 8, "uniform"
+            a_bits = 8 if a_bits is not None else None
+            reason = f"{'first' if idx == 0 else 'last'} layer at 8 bits by policy"
+        for pattern, bits in spec.overrides.items():
+            if fnmatch.fnmatchcase(info.name, pattern):
+                w_bits, reason = (bits or None), f"override {pattern}={bits}"
+                if bits == 0:
+                    a_bits = None
+                elif quantizer == "bwn" and bits != 1:
+                    quantizer = "uniform"
+        sites.append(SitePlan(info.name, info.op, w_bits, a_bits, quantizer,
+                              per_channel if quantizer == spec.quantizer else _default_per_channel(quantizer), reason))
+    return QuantPlan(spec, sites)

@@ -1,0 +1,107 @@
+"""Quantized Conv1d/Conv2d/Linear that compute in the integer domain.
+
+    y = op(x_ints, w_ints) · (s_x · s_w · channel_scale) + bias
+
+``x_ints`` and ``w_ints`` are integer-valued floats, so the convolution/matmul sums integers,
+which float32 does exactly (while partial sums stay below 2^24) in any order. PyTorch and ONNX
+Runtime therefore agree bit for bit, and the next activation quantizer rounds the same values
+in both. Without an input quantizer the op is the usual ``op(x, w_ints · s_w) + bias``.
+
+``channel_scale`` is where a following BatchNorm is absorbed (see ``passes.fold_batchnorm``):
+folding multiplies the per-channel scale and rewrites the bias, and never touches the codes.
+Parameters keep the float module's names (``weight``, ``bias``) so checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qcompile.quantizers.activation import ActivationQuantizer
+from qcompile.quantizers.base import WeightQuantizer, along_axis
+
+
+class QuantizedOp(nn.Module):
+    """Shared state and math of the quantized Conv/Linear ops."""
+
+    float_type: type[nn.Module]
+
+    def __init__(self, float_module: nn.Module, weight_quantizer: WeightQuantizer):
+        super().__init__()
+        self.weight = float_module.weight
+        self.bias = float_module.bias
+        self.weight_quantizer = weight_quantizer
+        self.input_quantizer: ActivationQuantizer | None = None
+        self.register_buffer("channel_scale", torch.ones(self.weight.shape[0]))
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _out_view(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Broadcast a per-output-channel vector against the op's output (channels on dim 1, or last for Linear)."""
+        raise NotImplementedError
+
+    def output_scale(self, w_scale: torch.Tensor, x_scale: torch.Tensor | None) -> torch.Tensor:
+        """The per-channel factor applied after the integer op: s_x · s_w · channel_scale."""
+        s = w_scale * self.channel_scale
+        return s if x_scale is None else x_scale * s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w_ints, w_scale = self.weight_quantizer.decompose(self.weight)
+        if self.input_quantizer is None:
+            w = w_ints * along_axis(self.output_scale(w_scale, None), w_ints, 0)
+            y = self._op(x, w)
+        else:
+            x_ints, x_scale = self.input_quantizer.decompose(x)
+            acc = self._op(x_ints, w_ints)
+            y = acc * self._out_view(self.output_scale(w_scale, x_scale), acc)
+        if self.bias is not None:
+            y = y + self._out_view(self.bias, y)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.float_type.__name__}, weight={tuple(self.weight.shape)}, bias={self.bias is not None}"
+
+
+class QuantConv(QuantizedOp):
+    """Conv1d / Conv2d with quantized weight (and optionally quantized input)."""
+
+    def __init__(self, conv: nn.Conv1d | nn.Conv2d, weight_quantizer: WeightQuantizer):
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"padding_mode={conv.padding_mode!r} is not supported for quantized convs")
+        super().__init__(conv, weight_quantizer)
+        self.float_type = type(conv)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        fn = F.conv1d if self.float_type is nn.Conv1d else F.conv2d
+        return fn(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def _out_view(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return along_axis(t, y, 1)
+
+
+class QuantLinear(QuantizedOp):
+    """Linear with quantized weight (and optionally quantized input)."""
+
+    def __init__(self, linear: nn.Linear, weight_quantizer: WeightQuantizer):
+        super().__init__(linear, weight_quantizer)
+        self.float_type = nn.Linear
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, w)
+
+    def _out_view(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return t
+
+
+QUANTIZABLE = {nn.Conv1d: QuantConv, nn.Conv2d: QuantConv, nn.Linear: QuantLinear}
+
+
+def quantize_module(module: nn.Module, weight_quantizer: WeightQuantizer) -> QuantizedOp:
+    return QUANTIZABLE[type(module)](module, weight_quantizer)

@@ -1,0 +1,67 @@
+"""Integer codes and the exact map that decodes them.
+
+Every quantizer in qcompile factors its output as ``ints * scale`` where ``ints`` are small
+integers (held in a float tensor) and ``scale`` is a per-tensor or per-output-channel float.
+The integers are stored as *codes* in a k-bit container and decoded with
+
+    ints = (codes - zero_point) * multiplier + offset
+
+so the exporter can write ``codes`` as an INT4/INT2/... initializer feeding a DequantizeLinear
+(scale = multiplier, zero_point) and an optional Add(offset). ``dequantize()`` is, bit for bit,
+what the quantizer's forward produced in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class QuantCodes:
+    """Codes of one tensor plus everything needed to decode them exactly.
+
+    ``scale`` and ``zero_point`` are scalars (per-tensor) or vectors along ``axis``.
+    """
+
+    codes: torch.Tensor  # int64, values in [qmin, qmax]
+    scale: torch.Tensor  # float32, shape [] or [C]
+    zero_point: torch.Tensor  # int64, shape [] or [C]
+    bits: int
+    signed: bool
+    multiplier: int = 1
+    offset: int = 0
+    axis: int | None = None
+
+    @property
+    def qmin(self) -> int:
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    def _along_axis(self, t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 0 or self.axis is None:
+            return t
+        shape = [1] * self.codes.dim()
+        shape[self.axis] = -1
+        return t.reshape(shape)
+
+    def integers(self) -> torch.Tensor:
+        """The integer-valued float tensor the quantized op multiplies with (before scaling)."""
+        zp = self._along_axis(self.zero_point)
+        return ((self.codes - zp) * self.multiplier + self.offset).to(torch.float32)
+
+    def dequantize(self) -> torch.Tensor:
+        return self.integers() * self._along_axis(self.scale)
+
+    def validate(self) -> None:
+        """Refuse codes that do not fit their container: never widen silently."""
+        lo, hi = int(self.codes.min()), int(self.codes.max())
+        if lo < self.qmin or hi > self.qmax:
+            raise ValueError(
+                f"codes span [{lo}, {hi}] but a {'signed' if self.signed else 'unsigned'} "
+                f"{self.bits}-bit container holds [{self.qmin}, {self.qmax}]"
+            )
