@@ -1,0 +1,222 @@
+"""The Python API, mirroring the CLI: ``compile`` → :class:`CompiledModel` → finetune / export.
+
+    cm = qcompile.compile(model, input_shape=(1, 1, 28, 28), w_bits=4, a_bits=8, data="digits")
+    cm.finetune(epochs=2)
+    cm.export("model.onnx")
+
+Data flows one way: model → trace → plan → quantize passes → training → export passes → ONNX.
+The float model is kept (deep-copied) as the distillation teacher and the fp32 reference.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from qcompile.data import DatasetSplits, load_dataset
+from qcompile.errors import ConfigError
+from qcompile.loading import load_model
+from qcompile.methods import Method, get_method
+from qcompile.passes.pipeline import export_passes, quantize_passes, run_passes
+from qcompile.passes.sites import float_ops, propagate_shapes
+from qcompile.passes.trace import example_inputs_for, trace
+from qcompile.plan import QuantPlan, QuantSpec, build_plan
+from qcompile.quantizers import ActivationQuantizer
+from qcompile.train import TrainConfig, TrainResult, evaluate, finetune
+from qcompile.version import __version__
+
+
+def _resolve_data(data: DatasetSplits | str | None) -> DatasetSplits | None:
+    return load_dataset(data) if isinstance(data, str) else data
+
+
+def _spec_of(data: DatasetSplits | str | None) -> str | None:
+    return data if isinstance(data, str) else None
+
+
+class CompiledModel:
+    """A traced, quantized model plus everything needed to train, evaluate and export it."""
+
+    def __init__(self, float_model: nn.Module, graph_module: fx.GraphModule, plan: QuantPlan, method: Method,
+                 example_inputs: tuple[torch.Tensor, ...], data: DatasetSplits | None = None,
+                 leaf_modules: Sequence[str] = (), reports: list[dict] | None = None):
+        self.float_model = float_model
+        self.graph_module = graph_module
+        self.plan = plan
+        self.method = method
+        self.example_inputs = example_inputs
+        self.data = data
+        self.leaf_modules = list(leaf_modules)
+        self.reports = list(reports or [])
+        self.history: list[dict] = []
+        self.data_spec: str | None = None  # the spec string data came from, so a saved run can reload it
+
+    # ----------------------------------------------------------------- analysis
+    def inspect(self) -> dict[str, Any]:
+        """Sites (shape, params, MACs per sample, planned bits), ops left in float and why, pass reports."""
+        infos = {i.name: i for i in propagate_shapes(copy.deepcopy(self.float_graph()), self.example_inputs)}
+        sites = []
+        for sp in self.plan.sites:
+            info = infos.get(sp.name)
+            sites.append({**asdict(sp), "weight_shape": list(info.weight_shape) if info else None,
+                          "params": info.params if info else None, "macs": info.macs if info else None,
+                          "output_shape": list(info.output_shape) if info and info.output_shape else None})
+        return {
+            "method": self.method.name,
+            "spec": self.plan.spec.to_dict(),
+            "sites": sites,
+            "float_ops": [asdict(f) for f in float_ops(self.float_graph(), self.leaf_modules)],
+            "total_params": sum(s["params"] or 0 for s in sites),
+            "total_macs": sum(s["macs"] or 0 for s in sites),
+            "passes": self.reports,
+        }
+
+    def float_graph(self) -> fx.GraphModule:
+        return trace(self.float_model, self.leaf_modules)
+
+    # ----------------------------------------------------------------- data + training
+    def _data(self, data: DatasetSplits | str | None) -> DatasetSplits:
+        resolved = _resolve_data(data) if data is not None else self.data
+        if resolved is None and self.data_spec is not None:
+            resolved = load_dataset(self.data_spec)
+        if isinstance(data, str):
+            self.data_spec = data
+        if resolved is None:
+            raise ConfigError("this step needs data", hint="pass data='digits' | 'mnist:PATH' | 'folder:PATH' | 'npz:PATH' (CLI: --data)")
+        self.data = resolved
+        return resolved
+
+    def activation_quantizers(self) -> list[ActivationQuantizer]:
+        return [m for m in self.graph_module.modules() if isinstance(m, ActivationQuantizer)]
+
+    @torch.no_grad()
+    def calibrate(self, data: DatasetSplits | str | None = None, batches: int = 16, batch_size: int = 64) -> int:
+        """Observe activation ranges (EMA of min/max) on training images, BN kept in eval mode."""
+        quantizers = self.activation_quantizers()
+        if not quantizers:
+            return 0
+        splits = self._data(data)
+        gm = self.graph_module
+        device = next(gm.parameters()).device
+        modes = [(m, m.training) for m in gm.modules()]
+        gm.eval()
+        for q in quantizers:
+            q.train()
+        mean = torch.tensor(splits.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(splits.std, device=device).view(1, -1, 1, 1)
+        n = min(len(splits.train), batches * batch_size)
+        try:
+            for start in range(0, n, batch_size):
+                x = torch.from_numpy(splits.train.x[start:start + batch_size]).to(device)
+                gm((x - mean) / std)
+        finally:
+            for m, training in modes:
+                m.training = training
+        return n
+
+    def finetune(self, data: DatasetSplits | str | None = None, *, config: TrainConfig | None = None,
+                 freeze_act_after: int = 1, checkpoint_dir: str | Path | None = None, resume: bool = False,
+                 progress: bool = True, **train_options: Any) -> TrainResult:
+        """QAT on ``data``; activation ranges follow an EMA for ``freeze_act_after`` epochs, then freeze.
+
+        ``train_options`` are :class:`~qcompile.train.TrainConfig` fields (epochs, lr, optimizer, kd_alpha, ...).
+        """
+        splits = self._data(data)
+        config = config or TrainConfig(**{"mean": splits.mean, "std": splits.std, **train_options})
+        if not any(bool(q.calibrated) for q in self.activation_quantizers()):
+            self.calibrate(splits)
+        teacher = self.float_model if config.kd_alpha > 0 else None
+
+        def freeze_ranges(event: str, state) -> None:
+            if event == "epoch_end" and state.epoch + 1 >= freeze_act_after:
+                for q in self.activation_quantizers():
+                    q.freeze()
+
+        result = finetune(self.graph_module, splits.train, splits.test, config, strategy=self.method.step_strategy(),
+                          teacher=teacher, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+                          callbacks=(freeze_ranges,))
+        self.history.extend(result.history)
+        return result
+
+    def evaluate(self, data: DatasetSplits | str | None = None, *, model: nn.Module | None = None) -> float:
+        """Top-1 accuracy (in [0, 1]) of the quantized model (or ``model``) on the test split, in PyTorch."""
+        splits = self._data(data)
+        acc, _ = evaluate(model or self.graph_module, splits.test, mean=splits.mean, std=splits.std)
+        return acc
+
+    # ----------------------------------------------------------------- export
+    def deployable(self) -> fx.GraphModule:
+        """A copy with training machinery stripped and BatchNorm folded: what the ONNX file computes."""
+        gm = copy.deepcopy(self.graph_module).cpu()
+        gm, _ = run_passes(gm, export_passes())
+        return gm
+
+    def metadata(self) -> dict[str, str]:
+        import json
+
+        shape = list(self.example_inputs[0].shape)
+        layers = [{"name": s.name, "op": s.op, "w_bits": s.w_bits, "a_bits": s.a_bits,
+                   "weight_format": s.quantizer if s.quantized else "float"} for s in self.plan.sites]
+        d = self.data
+        return {
+            "qcompile.version": __version__,
+            "qcompile.method": self.method.name,
+            "qcompile.layers": json.dumps(layers),
+            "qcompile.input": json.dumps({"shape": [None, *shape[1:]], "dtype": "float32",
+                                          "mean": list(d.mean) if d else None, "std": list(d.std) if d else None}),
+            "qcompile.classes": json.dumps(list(d.classes) if d else []),
+        }
+
+    def export(self, path: str | Path, opset: int | None = None):
+        """Write the packed low-bit ONNX artifact (atomically); returns the export report."""
+        from qcompile.export import export_onnx
+
+        gm = self.deployable()
+        return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.metadata(), opset=opset)
+
+    def export_float(self, path: str | Path):
+        """Write the fp32 ONNX of the original model (the reference for size and latency)."""
+        from qcompile.export import export_float_onnx
+
+        return export_float_onnx(copy.deepcopy(self.float_model).cpu().eval(), tuple(t.cpu() for t in self.example_inputs), path)
+
+
+def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None = None, *,
+            input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None, weights: str | Path | None = None,
+            method: str = "ste", w_bits: int = 4, a_bits: int | None = 8, quantizer: str = "uniform",
+            per_channel: bool | None = None, first_layer: str = "quantize", last_layer: str = "quantize",
+            layer_bits: dict[str, int] | None = None, method_options: dict | None = None,
+            leaf_modules: Sequence[str] = (), data: DatasetSplits | str | None = None,
+            spec: QuantSpec | None = None) -> CompiledModel:
+    """Trace ``model``, plan and insert quantizers; returns a :class:`CompiledModel` ready to finetune.
+
+    ``model`` is an ``nn.Module`` or a spec ``'file.py:factory'`` / ``'pkg.mod:attr'`` (with ``weights``).
+    Give ``example_inputs`` or ``input_shape`` (batch included, e.g. ``(1, 1, 28, 28)``).
+    With ``data``, activation ranges are calibrated right away.
+    """
+    float_model = copy.deepcopy(load_model(model, weights)).eval()
+    if example_inputs is None:
+        if input_shape is None:
+            raise ConfigError("compile needs example inputs", hint="pass example_inputs=... or input_shape=(1, C, H, W) (CLI: --input-shape 1,1,28,28)")
+        shapes = [tuple(input_shape)] if isinstance(input_shape[0], int) else [tuple(s) for s in input_shape]
+        example_inputs = example_inputs_for(shapes)
+    elif isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    spec = spec or QuantSpec(method=method, w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, per_channel=per_channel,
+                             first_layer=first_layer, last_layer=last_layer, overrides=dict(layer_bits or {}),
+                             method_options=dict(method_options or {}))
+    plugin = get_method(spec.method, spec.method_options)
+    gm = trace(copy.deepcopy(float_model), leaf_modules)
+    plan = build_plan(gm, spec)
+    gm, reports = run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan)))
+    compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), _resolve_data(data), leaf_modules, reports)
+    compiled.data_spec = _spec_of(data)
+    if compiled.data is not None:
+        compiled.calibrate()
+    return compiled

@@ -1,0 +1,76 @@
+"""Saving and reloading a compiled model between CLI commands (``compile`` → ``finetune`` → ``export``).
+
+A run directory holds ``qmodel.pt``: the model spec, float weights, quantization spec and the
+quantized state dict — tensors and plain data only, so it loads with ``weights_only=True``.
+Reloading re-traces the user's model and re-applies the same passes, then restores the state:
+no pickled code, and the result is exactly the module that was saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from qcompile.errors import ConfigError
+from qcompile.loading import load_model
+from qcompile.plan import QuantSpec
+
+QMODEL = "qmodel.pt"
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_run(cm, run_dir: str | Path, model_spec: str) -> Path:
+    """Write ``run_dir/qmodel.pt`` (and a readable ``plan.json``) for ``cm``."""
+    run_dir = Path(run_dir)
+    payload = {
+        "format": 1,
+        "model": model_spec,
+        "input_shapes": [list(t.shape) for t in cm.example_inputs],
+        "spec": json.dumps(cm.plan.spec.to_dict()),
+        "leaf_modules": list(cm.leaf_modules),
+        "data": cm.data_spec,
+        "float_state": {k: v.cpu() for k, v in cm.float_model.state_dict().items()},
+        "state": {k: v.cpu() for k, v in cm.graph_module.state_dict().items()},
+        "history": json.dumps(cm.history),
+    }
+    atomic_write_bytes(run_dir / QMODEL, lambda tmp: torch.save(payload, tmp))
+    plan_text = json.dumps(cm.plan.to_dict(), indent=2)
+    atomic_write_bytes(run_dir / "plan.json", lambda tmp: tmp.write_text(plan_text))
+    return run_dir / QMODEL
+
+
+def load_run(run_dir: str | Path):
+    """Rebuild the :class:`~qcompile.api.CompiledModel` saved in ``run_dir``."""
+    from qcompile.api import compile as compile_model
+
+    path = Path(run_dir) / QMODEL
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} holds no {QMODEL}", hint="pass the --run-dir that `qcompile compile` wrote")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = load_model(payload["model"])
+    model.load_state_dict(payload["float_state"])
+    cm = compile_model(model, input_shape=[tuple(s) for s in payload["input_shapes"]],
+                       leaf_modules=payload["leaf_modules"], spec=QuantSpec.from_dict(json.loads(payload["spec"])))
+    missing, unexpected = cm.graph_module.load_state_dict(payload["state"], strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}",
+                          hint="the model definition changed since compile; compile again")
+    cm.data_spec = payload["data"]
+    cm.history = json.loads(payload["history"])
+    return cm
