@@ -1,0 +1,387 @@
+"""The finetuning loop: data order, devices, evaluation, checkpoints, callbacks and progress.
+
+What it guarantees:
+1. Repeatable: global RNGs are seeded from ``config.seed`` and each epoch's data order is a
+   permutation drawn from a generator seeded with ``(seed, epoch)`` — independent of history.
+2. Resumable bitwise: a checkpoint holds model, strategy state, position (epoch, step in
+   epoch), running epoch sums, history and RNG states; a resumed run skips the batches already
+   done in the current epoch's permutation and continues exactly as if never interrupted.
+3. The step itself belongs to a :class:`~qcompile.train.strategy.StepStrategy`; the loop never
+   touches optimizers.
+
+Callbacks ``cb(event, state)`` get ``'step_end'`` after every step and ``'epoch_end'`` after each
+epoch (after evaluation), both before that point's checkpoint is written, so changes a callback
+makes to the model's state_dict are saved. Side effects outside the state_dict (Python flags,
+module train/eval modes) are not restored on resume: re-derive them from ``state.epoch``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qcompile.errors import ConfigError, DataError
+from qcompile.train import checkpoint as ckpt
+from qcompile.train.config import TrainConfig, resolve_device
+from qcompile.train.objective import make_objective
+from qcompile.train.progress import make_progress
+from qcompile.train.strategy import StandardStep, StepStrategy
+
+
+@dataclass
+class TrainState:
+    """What a callback sees. ``metrics``: the step's values (step_end) or the epoch's record (epoch_end)."""
+
+    model: nn.Module
+    epoch: int
+    global_step: int
+    step_in_epoch: int
+    metrics: dict[str, Any]
+    strategy: StepStrategy
+    config: TrainConfig
+
+
+Callback = Callable[[str, TrainState], None]
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch history ({epoch, train_loss, train_acc, test_acc, test_loss, lr, seconds}),
+    per-step records of the strategy's extra metrics ({step, epoch, ...}), and the outcome."""
+
+    history: list[dict[str, Any]]
+    step_records: list[dict[str, Any]]
+    final_test_acc: float | None
+    final_test_loss: float | None
+    steps: int
+    seconds: float
+    completed: bool
+
+
+class Batches:
+    """Numpy dataset → normalised (inputs, targets) tensors on ``device``, in a given order."""
+
+    def __init__(self, dataset: Any, batch_size: int, device: torch.device,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        self.x, self.y = _check_dataset(dataset)
+        self.batch_size = batch_size
+        self.device = device
+        self.mean, self.std = self._norm_tensors(mean, std)
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def in_order(
+        self, order: np.ndarray | None = None, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``start, start+1, ...`` of ``order`` (default: dataset order)."""
+        for b in range(start, len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = order[sl] if order is not None else sl
+            yield self._tensors(self.x[idx], self.y[idx])
+
+    def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        if self.mean is not None:
+            inputs = (inputs - self.mean) / self.std
+        return inputs, torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
+
+    def _norm_tensors(self, mean, std) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if mean is None or std is None:
+            return None, None
+        if self.x.ndim < 2 or self.x.shape[1] != len(mean):
+            raise ConfigError(
+                f"mean/std have {len(mean)} values but the inputs have shape {tuple(self.x.shape)} "
+                "(channels on axis 1)",
+                hint="give one mean and one std value per input channel",
+            )
+        shape = (1, len(mean)) + (1,) * (self.x.ndim - 2)
+
+        def as_tensor(values: Sequence[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=self.device).reshape(shape)
+
+        return as_tensor(mean), as_tensor(std)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of ``epoch``: a function of (seed, epoch) only, so resume reproduces it."""
+    mixed = np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1, dtype=np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(mixed))
+    return torch.randperm(n, generator=generator).numpy()
+
+
+def evaluate(model: nn.Module, dataset: Any, batch_size: int = 256, device: str | torch.device | None = None,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> tuple[float, float]:
+    """(accuracy in [0, 1], mean cross-entropy) in eval mode under no_grad.
+
+    Every submodule's train/eval mode is restored afterwards, so a deliberately frozen
+    BatchNorm inside a training model stays frozen.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    batches = Batches(dataset, batch_size, device, mean, std)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        with torch.no_grad():
+            for inputs, targets in batches.in_order():
+                outputs = model(inputs)
+                loss_sum += F.cross_entropy(outputs, targets, reduction="sum").item()
+                correct += int((outputs.argmax(dim=1) == targets).sum().item())
+    finally:
+        for module, training in modes:
+            module.training = training
+    n = len(batches.y)
+    return correct / n, loss_sum / n
+
+
+@dataclass
+class _Run:
+    """The loop's position and running sums: exactly what a checkpoint must restore."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    step_records: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    epoch_seconds: float = 0.0
+
+    FIELDS = ("epoch", "step_in_epoch", "global_step", "history", "step_records", "sums", "count",
+              "epoch_seconds")
+
+    def add(self, metrics: dict[str, float], n: int) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value) * n
+        self.count += n
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.sums, self.count, self.epoch_seconds = {}, 0, 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> _Run:
+        return cls(**{name: payload[name] for name in cls.FIELDS})
+
+
+def finetune(
+    model: nn.Module,
+    train: Any,
+    test: Any = None,
+    config: TrainConfig | None = None,
+    strategy: StepStrategy | None = None,
+    teacher: nn.Module | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Finetune ``model`` on ``train`` (any object with numpy ``.x``/``.y``); see the module docstring.
+
+    ``strategy`` defaults to :class:`StandardStep`. The model is left on the training device,
+    in train mode.
+    """
+    config = config or TrainConfig()
+    _check_arguments(config, teacher, checkpoint_dir, resume)
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    ckpt.seed_everything(config.seed)
+    model.to(device).train()
+    if teacher is not None:
+        teacher.to(device)
+    strategy = strategy if strategy is not None else StandardStep()
+    strategy.setup(model, config)
+    batches = Batches(train, config.batch_size, device, config.mean, config.std)
+    if test is not None:
+        _check_dataset(test, "test")
+    path = ckpt.checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
+    run = _restore(path, model, strategy, config, len(batches.y)) if resume else _Run()
+    trainer = _Trainer(model, batches, test, config, strategy, teacher, path, run, tuple(callbacks), device)
+    with make_progress(progress, config.epochs) as display:
+        if resume:
+            display.message(f"resumed at epoch {run.epoch + 1}, step {run.global_step}")
+        trainer.train(display)
+    final_acc, final_loss = trainer.final_test()
+    return TrainResult(
+        history=run.history,
+        step_records=run.step_records,
+        final_test_acc=final_acc,
+        final_test_loss=final_loss,
+        steps=run.global_step,
+        seconds=time.perf_counter() - started,
+        completed=run.epoch >= config.epochs,
+    )
+
+
+class _Trainer:
+    """The epoch/step iteration of :func:`finetune`, with everything it needs bound once."""
+
+    def __init__(self, model, batches, test, config, strategy, teacher, path, run, callbacks, device):
+        self.model, self.batches, self.test, self.config = model, batches, test, config
+        self.strategy, self.path, self.run = strategy, path, run
+        self.callbacks, self.device = callbacks, device
+        self.objective = make_objective(teacher, config.kd_alpha, config.kd_temperature)
+        self._saved_at = self._position()  # a fresh start needs no save; a resume is already saved
+
+    def train(self, display) -> None:
+        run, config = self.run, self.config
+        while run.epoch < config.epochs and not self._at_max_steps():
+            display.start_epoch(run.epoch, len(self.batches), run.step_in_epoch)
+            self._train_epoch(display)
+            if run.step_in_epoch < len(self.batches):
+                display.message(f"stopped at max_steps={config.max_steps} (epoch {run.epoch + 1})")
+                break
+            self._finish_epoch(display)
+        self._save()  # no-op when the last checkpoint is already at this position
+
+    def _train_epoch(self, display) -> None:
+        """Remaining batches of the current epoch, or until max_steps."""
+        run, strategy = self.run, self.strategy
+        mark = time.perf_counter()
+        order = epoch_permutation(len(self.batches.y), self.config.seed, run.epoch)
+        for inputs, targets in self.batches.in_order(order, start=run.step_in_epoch):
+            metrics = strategy.step(self.model, inputs, targets, self.objective)
+            run.add(metrics, len(targets))
+            run.step_in_epoch += 1
+            run.global_step += 1
+            extra = dict(strategy.extra_metrics)
+            if extra:
+                run.step_records.append({"step": run.global_step, "epoch": run.epoch, **extra})
+            now = time.perf_counter()
+            run.epoch_seconds += now - mark
+            mark = now
+            self._emit("step_end", {**metrics, "lr": strategy.lr})
+            display.advance({**run.means(), "lr": strategy.lr, **extra})
+            if self.config.checkpoint_every and run.global_step % self.config.checkpoint_every == 0:
+                self._save()
+            if self._at_max_steps():
+                break
+
+    def _finish_epoch(self, display) -> None:
+        """Evaluate, advance the strategy's schedule, record, notify, checkpoint."""
+        run = self.run
+        mark = time.perf_counter()
+        test_acc, test_loss = self.evaluate_test() if self.config.should_evaluate(run.epoch) else (None, None)
+        run.epoch_seconds += time.perf_counter() - mark
+        record = _epoch_record(run, self.strategy.lr, test_acc, test_loss)
+        self.strategy.epoch_end(run.epoch)
+        run.history.append(record)
+        self._emit("epoch_end", record)
+        display.end_epoch(record)
+        run.next_epoch()
+        self._save()
+
+    def evaluate_test(self) -> tuple[float | None, float | None]:
+        if self.test is None:
+            return None, None
+        c = self.config
+        return evaluate(self.model, self.test, c.batch_size, self.device, c.mean, c.std)
+
+    def final_test(self) -> tuple[float | None, float | None]:
+        """Test metrics of the model as returned: the last epoch's, or evaluated now if stopped early."""
+        last = self.run.history[-1] if self.run.history else None
+        if self.run.step_in_epoch > 0 or last is None or last["test_acc"] is None:
+            return self.evaluate_test()
+        return last["test_acc"], last["test_loss"]
+
+    def _at_max_steps(self) -> bool:
+        return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
+
+    def _emit(self, event: str, metrics: dict[str, Any]) -> None:
+        run = self.run
+        state = TrainState(self.model, run.epoch, run.global_step, run.step_in_epoch, metrics,
+                           self.strategy, self.config)
+        for callback in self.callbacks:
+            callback(event, state)
+
+    def _position(self) -> tuple[int, int, int]:
+        return self.run.epoch, self.run.step_in_epoch, self.run.global_step
+
+    def _save(self) -> None:
+        position = self._position()
+        if self.path is None or position == self._saved_at:
+            return
+        ckpt.save_checkpoint(self.path, _payload(self.model, self.strategy, self.config, self.run,
+                                                 len(self.batches.y)))
+        self._saved_at = position
+
+
+def _epoch_record(run: _Run, lr: float, test_acc: float | None, test_loss: float | None) -> dict[str, Any]:
+    means = run.means()
+    record: dict[str, Any] = {
+        "epoch": run.epoch, "train_loss": means.get("loss"), "train_acc": means.get("acc")
+    }
+    record.update({f"train_{k}": v for k, v in means.items() if k not in ("loss", "acc")})
+    record.update({"test_acc": test_acc, "test_loss": test_loss, "lr": lr, "seconds": run.epoch_seconds})
+    return record
+
+
+def _payload(model: nn.Module, strategy: StepStrategy, config: TrainConfig, run: _Run, n_train: int) -> dict:
+    return {
+        "format": ckpt.FORMAT_VERSION,
+        "model": model.state_dict(),
+        "strategy": strategy.state_dict(),
+        "config": config.to_dict(),
+        "n_train": n_train,
+        "rng": ckpt.capture_rng(),
+        **run.state_dict(),
+    }
+
+
+def _restore(
+    path: Path | None, model: nn.Module, strategy: StepStrategy, config: TrainConfig, n_train: int
+) -> _Run:
+    assert path is not None  # guaranteed by _check_arguments
+    payload = ckpt.load_checkpoint(path)
+    ckpt.check_compatible(payload, config.to_dict(), list(model.state_dict()), n_train)
+    model.load_state_dict(payload["model"])
+    strategy.load_state_dict(payload["strategy"])
+    ckpt.restore_rng(payload["rng"])
+    return _Run.from_payload(payload)
+
+
+def _check_arguments(
+    config: TrainConfig, teacher: nn.Module | None, checkpoint_dir: Any, resume: bool
+) -> None:
+    if config.kd_alpha > 0 and teacher is None:
+        raise ConfigError(
+            f"kd_alpha={config.kd_alpha} asks for knowledge distillation but no teacher was given",
+            hint="pass teacher=<the float model>, or set kd_alpha=0",
+        )
+    if checkpoint_dir is None and (resume or config.checkpoint_every):
+        what = "resume=True" if resume else f"checkpoint_every={config.checkpoint_every}"
+        raise ConfigError(
+            f"{what} needs a checkpoint_dir", hint="pass checkpoint_dir=<a directory for checkpoint.pt>"
+        )
+
+
+def _check_dataset(dataset: Any, name: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    x, y = getattr(dataset, "x", None), getattr(dataset, "y", None)
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise DataError(f"the {name} dataset must have numpy arrays .x and .y",
+                        hint="pass an ArrayDataset (qcompile.data) or any object with .x/.y numpy arrays")
+    if len(x) != len(y) or len(y) == 0:
+        raise DataError(f"the {name} dataset has {len(x)} inputs and {len(y)} labels",
+                        hint="inputs and labels must be non-empty and of equal length")
+    return x, y
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
