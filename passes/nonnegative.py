@@ -34,6 +34,16 @@ def _inputs(node: fx.Node) -> list[fx.Node]:
     return [a for a in node.all_input_nodes]
 
 
+def _clamps_at_nonnegative(node: fx.Node) -> bool:
+    """torch.clamp / x.clamp / clip with a constant lower bound ≥ 0."""
+    is_clamp = (node.op == "call_function" and node.target in (torch.clamp, torch.clip)) or (
+        node.op == "call_method" and node.target in ("clamp", "clip", "clamp_min"))
+    if not is_clamp:
+        return False
+    low = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
+    return isinstance(low, (int, float)) and low >= 0
+
+
 def is_nonnegative(gm: fx.GraphModule, node: fx.Node, _memo: dict | None = None) -> bool:
     memo = {} if _memo is None else _memo
     if node in memo:
@@ -43,12 +53,11 @@ def is_nonnegative(gm: fx.GraphModule, node: fx.Node, _memo: dict | None = None)
     if m is not None:
         result = isinstance(m, _SOURCE_MODULES) or (
             isinstance(m, _KEEPING_MODULES) and all(is_nonnegative(gm, a, memo) for a in _inputs(node)))
+    elif _clamps_at_nonnegative(node):
+        result = True
     elif node.op == "call_function":
         if node.target in _SOURCE_FUNCS:
             result = True
-        elif node.target in (torch.clamp, torch.clip):
-            low = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
-            result = isinstance(low, (int, float)) and low >= 0
         else:
             result = node.target in _KEEPING_FUNCS and bool(_inputs(node)) and all(
                 is_nonnegative(gm, a, memo) for a in _inputs(node))

@@ -25,6 +25,7 @@ class _LeafAwareTracer(fx.Tracer):
         super().__init__()
         self.leaves = leaves
         self.stack: list[tuple[str, str]] = []
+        self.failed_in: list[tuple[str, str]] | None = None  # the stack when tracing first raised
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if qualname in self.leaves or type(m).__name__ in self.leaves:
@@ -36,6 +37,10 @@ class _LeafAwareTracer(fx.Tracer):
         self.stack.append((qualname, type(m).__name__))
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = list(self.stack)
+            raise
         finally:
             self.stack.pop()
 
@@ -60,7 +65,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[str] = ()) -> fx.GraphModule:
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # tracing raises many exception types; all mean "not traceable"
-        stack = list(tracer.stack)
+        stack = tracer.failed_in or []
         frame = _user_frame(exc.__traceback__)
         where = f"{frame.filename}:{frame.lineno}" if frame else "unknown location"
         code = (linecache.getline(frame.filename, frame.lineno).strip() if frame else "") or "?"

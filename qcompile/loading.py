@@ -20,6 +20,23 @@ from qcompile.errors import ModelLoadError
 SPEC_HELP = "use 'path/to/file.py:factory' or 'package.module:attr' (attr: an nn.Module, its class, or a function returning one)"
 
 
+def _exec_file(path: Path, where: str):
+    """Import a model file once per process (so its classes stay identical for pickling/isinstance)."""
+    name = f"qcompile_user_model_{abs(hash(str(path)))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ModelLoadError(f"importing {where} failed: {type(exc).__name__}: {exc}",
+                             hint="fix the error in the model file (run it with python to see the traceback)") from exc
+    return module
+
+
 def _import_target(spec: str):
     if ":" not in spec:
         raise ModelLoadError(f"model spec {spec!r} has no ':attr' part", hint=SPEC_HELP)
@@ -28,15 +45,7 @@ def _import_target(spec: str):
         path = Path(where).expanduser().resolve()
         if not path.is_file():
             raise ModelLoadError(f"model file {where!r} does not exist", hint=SPEC_HELP)
-        name = f"qcompile_user_model_{abs(hash(str(path)))}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise ModelLoadError(f"importing {where} failed: {type(exc).__name__}: {exc}",
-                                 hint="fix the error in the model file (run it with python to see the traceback)") from exc
+        module = _exec_file(path, where)
     else:
         try:
             module = importlib.import_module(where)
@@ -79,7 +88,11 @@ def load_weights(model: nn.Module, weights: str | Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a state dict", hint="save model.state_dict()")
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModelLoadError(f"weights in {path} do not match the model: {str(exc).splitlines()[-1].strip()}",
+                             hint="check that the weights were saved from the same model definition") from exc
     if result.missing_keys or result.unexpected_keys:
         raise ModelLoadError(
             f"weights in {path} do not match the model: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}",

@@ -31,8 +31,9 @@ class UniformQuantizer(WeightQuantizer):
                 scale = reduce_per_channel(w, self.per_channel, "absmax") / ((1 << (self.bits - 1)) - 1)
             zero_point = torch.zeros_like(scale, dtype=torch.int64)
         else:
-            lo = reduce_per_channel(w, self.per_channel, "min")
-            hi = reduce_per_channel(w, self.per_channel, "max")
+            # the grid must contain 0 so the zero point is an integer code in [0, 2^b − 1]
+            lo = reduce_per_channel(w, self.per_channel, "min").clamp_max(0)
+            hi = reduce_per_channel(w, self.per_channel, "max").clamp_min(0)
             scale = (hi - lo) / ((1 << self.bits) - 1)
             scale = torch.where(scale > 0, scale, torch.ones_like(scale))
             zero_point = torch.clamp(torch.round(-lo / scale), 0, (1 << self.bits) - 1).to(torch.int64)
