@@ -1,0 +1,7 @@
+"""Back end: freeze a quantized GraphModule, export it to standard ONNX, and lower it.
+
+    FreezeForExport (torch.fx)  →  torch.onnx.export (dynamo)  →  onnx_passes (onnx_ir)  →  checker
+
+``onnx_export.export_onnx`` runs the whole chain; ``size.size_report`` measures what it wrote.
+This package file imports nothing so that ``qcompile.export.size`` stays usable without torch.
+"""

@@ -1,0 +1,29 @@
+"""ONNX-side passes of the export, on ``onnx_ir`` (one in-place pass per module).
+
+    ClearMetadataAndDocStringPass → LowerDecodeWeight → RemoveUnusedNodesPass
+      → DropUnusedOpsetImports → SetIRVersion → AttachMetadata
+
+The first and ``RemoveUnusedNodesPass`` are onnx_ir's own. Clearing node metadata drops the
+exporter's per-node stack traces and FX dumps: they were most of a small model's file and leak
+local source paths. ``export_pipeline(metadata)`` returns the passes in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import onnx_ir as ir
+from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNodesPass
+
+from qcompile.export.onnx_passes.attach_metadata import AttachMetadata
+from qcompile.export.onnx_passes.drop_unused_opsets import DropUnusedOpsetImports
+from qcompile.export.onnx_passes.lower_decode_weight import LowerDecodeWeight
+from qcompile.export.onnx_passes.set_ir_version import SetIRVersion
+
+
+def export_pipeline(metadata: Mapping[str, str]) -> list[ir.passes.PassBase]:
+    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), RemoveUnusedNodesPass(), DropUnusedOpsetImports(),
+            SetIRVersion(), AttachMetadata(metadata)]
+
+
+__all__ = ["AttachMetadata", "DropUnusedOpsetImports", "LowerDecodeWeight", "SetIRVersion", "export_pipeline"]

@@ -1,0 +1,84 @@
+"""How big an exported model is, and how close that is to the information it must carry.
+
+The bound counts each quantized weight at its true code width (``bits·n/8``: a 3-bit layer at 3
+bits although ONNX stores it in a 4-bit container) plus the stored bytes of every other tensor
+(scales, zero points, biases, float layers, shape constants). ``file_bytes / bound`` near 1 means
+packing wastes nothing beyond containers and protobuf framing. Needs only ``onnx`` (no torch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+# metadata written by onnx_passes.lower_decode_weight on each codes initializer
+BITS_KEY, ELEMENTS_KEY = "qcompile.bits", "qcompile.elements"
+
+_SUBBYTE_BITS = {TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.INT2: 2, TensorProto.UINT2: 2,
+                 TensorProto.FLOAT4E2M1: 4}
+
+
+def _stored_bytes(t: TensorProto, elements: int) -> int:
+    """Bytes of the payload: ``raw_data`` when present, else what the typed field holds."""
+    if t.HasField("raw_data"):
+        return len(t.raw_data)
+    if t.data_type in _SUBBYTE_BITS:
+        return math.ceil(elements * _SUBBYTE_BITS[t.data_type] / 8)
+    if t.data_type == TensorProto.STRING:
+        return sum(len(s) for s in t.string_data)
+    return elements * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+
+
+def _tensors(model: onnx.ModelProto):
+    """Initializers and Constant-node tensors of the main graph."""
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+
+
+def size_report(onnx_path: str | Path) -> dict:
+    """``{file_bytes, tensors: [{name, dtype, elements, stored_bytes, bits}], by_dtype: {dtype:
+    {count, elements, stored_bytes}}, quantized_bound_bytes, other_bytes, bound_bytes, ratio}``.
+
+    ``elements`` is the logical element count (for bit-packed 1-bit weights, the weights, not the
+    bytes); ``bits`` is the code width of a quantized weight, else None.
+    """
+    path = Path(onnx_path)
+    model = onnx.load(str(path), load_external_data=False)
+    tensors, by_dtype = [], defaultdict(lambda: {"count": 0, "elements": 0, "stored_bytes": 0})
+    quantized_bound = other = 0.0
+    for t in _tensors(model):
+        meta = {p.key: p.value for p in t.metadata_props}
+        dims_elements = math.prod(t.dims)
+        elements = int(meta.get(ELEMENTS_KEY, dims_elements))
+        stored = _stored_bytes(t, dims_elements)
+        bits = int(meta[BITS_KEY]) if BITS_KEY in meta else None
+        dtype = TensorProto.DataType.Name(t.data_type)
+        tensors.append({"name": t.name, "dtype": dtype, "elements": elements, "stored_bytes": stored, "bits": bits})
+        row = by_dtype[dtype]
+        row["count"] += 1
+        row["elements"] += elements
+        row["stored_bytes"] += stored
+        if bits is None:
+            other += stored
+        else:
+            quantized_bound += bits * elements / 8
+    file_bytes = path.stat().st_size
+    bound = quantized_bound + other
+    return {
+        "file_bytes": file_bytes,
+        "tensors": tensors,
+        "by_dtype": dict(by_dtype),
+        "quantized_bound_bytes": quantized_bound,
+        "other_bytes": int(other),
+        "bound_bytes": bound,
+        "ratio": file_bytes / bound if bound else float("inf"),
+    }
