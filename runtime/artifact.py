@@ -92,7 +92,7 @@ class Artifact:
 
 
 def open_inference_session(
-    path: str | Path, options: ort.SessionOptions, providers: Sequence[str]
+    path: str | Path, options: ort.SessionOptions, providers: Sequence[str], disabled_optimizers: Sequence[str] = ()
 ) -> ort.InferenceSession:
     """``ort.InferenceSession`` with a missing or non-ONNX file reported as :class:`ArtifactError`."""
     path = Path(path)
@@ -100,7 +100,8 @@ def open_inference_session(
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ArtifactError(f"model file {path} {what}", hint="pass the path of an exported .onnx file")
     try:
-        return ort.InferenceSession(str(path), options, providers=list(providers))
+        return ort.InferenceSession(str(path), options, providers=list(providers),
+                                    disabled_optimizers=list(disabled_optimizers) or None)
     except Exception as e:  # onnxruntime raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         raise ArtifactError(
             f"onnxruntime cannot load {path}: {e}",
