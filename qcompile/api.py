@@ -175,14 +175,14 @@ class CompiledModel:
 
     def export(self, path: str | Path, opset: int | None = None):
         """Write the packed low-bit ONNX artifact (atomically); returns the export report."""
-        from qcompile.export import export_onnx
+        from qcompile.export.onnx_export import export_onnx
 
         gm = self.deployable()
         return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.metadata(), opset=opset)
 
     def export_float(self, path: str | Path):
         """Write the fp32 ONNX of the original model (the reference for size and latency)."""
-        from qcompile.export import export_float_onnx
+        from qcompile.export.onnx_export import export_float_onnx
 
         return export_float_onnx(copy.deepcopy(self.float_model).cpu().eval(), tuple(t.cpu() for t in self.example_inputs), path)
 

@@ -17,6 +17,7 @@ from qcompile.runtime.artifact import Artifact, Dim, open_inference_session
 from qcompile.runtime.errors import ArtifactError, InputError, ProviderError
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+ALIASES = {"cpu": CPU, "cuda": CUDA}  # short names accepted by the CLI's --providers
 
 # Graph rewrites that would break bit-exactness with PyTorch. A quantized conv computes
 # Conv(x_ints, w_ints) -> Mul(output_scale): integer sums that float32 holds exactly in any order.
@@ -28,11 +29,13 @@ EXACTNESS_DISABLED_OPTIMIZERS = ("ConvMulFusion",)
 
 
 def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
-    """``"auto"``: CUDA then CPU when CUDA is available, else CPU. Otherwise the names given, checked."""
+    """``"auto"``: CUDA then CPU when CUDA is available, else CPU. Otherwise the names given
+    (full provider names, or ``"cpu"``/``"cuda"``), checked."""
     available = ort.get_available_providers()
     if providers == "auto":
         return [CUDA, CPU] if CUDA in available else [CPU]
     requested = [providers] if isinstance(providers, str) else list(providers)
+    requested = [ALIASES.get(p.lower(), p) for p in requested]
     missing = [p for p in requested if p not in available]
     if not requested or missing:
         raise ProviderError(
