@@ -1,0 +1,83 @@
+"""The ``qcompile`` click group and the error boundary every command runs inside.
+
+Exit codes: 0 success; 2 for errors the user can fix (any ``QCompileError`` or runtime error, and
+click's own usage errors), printed as a message plus "How to fix: ..." with no traceback; 1 for
+anything unexpected (a bug), with the traceback only under ``--debug`` (or ``QCOMPILE_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from qcompile.cli.commands.demo import demo
+from qcompile.cli.commands.inspection import inspect
+from qcompile.cli.commands.pipeline import compile_command, export, finetune
+from qcompile.cli.commands.runtime import bench, run
+from qcompile.cli.output import CliState, render_error
+from qcompile.errors import QCompileError
+from qcompile.version import __version__
+
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """A ``QCompileError``, or the torch-free runtime's mirror of it (checked without importing onnxruntime)."""
+    if isinstance(exc, QCompileError):
+        return True
+    runtime_errors = sys.modules.get("qcompile.runtime.errors")
+    return runtime_errors is not None and isinstance(exc, runtime_errors.RuntimeFailure)
+
+
+class QCompileGroup(click.Group):
+    """A click group that turns exceptions from commands into a message, a fix and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            state = ctx.find_object(CliState) or CliState()
+            expected = is_user_error(exc)
+            render_error(exc, expected=expected, debug=state.debug, as_json=state.json)
+            ctx.exit(EXIT_USER_ERROR if expected else EXIT_BUG)
+
+
+@click.group(cls=QCompileGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="qcompile")
+@click.option("--debug", is_flag=True, default=lambda: os.environ.get("QCOMPILE_DEBUG", "") not in ("", "0"),
+              help="Show full tracebacks on errors (also: QCOMPILE_DEBUG=1).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """qcompile: trace a PyTorch model, quantize it, finetune, export packed low-bit ONNX, run it.
+
+    \b
+    Quick start (no data files needed):
+      qcompile demo
+    Typical flow:
+      qcompile inspect model.py:build --weights w.pt --input-shape 1,1,28,28
+      qcompile compile model.py:build --weights w.pt --input-shape 1,1,28,28 \\
+          --w-bits 4 --a-bits 8 --data mnist:DIR --epochs 2 --out m.onnx
+      qcompile run m.onnx --data mnist:DIR
+      qcompile bench m.onnx --reference fp32.onnx
+
+    Every command takes --json (one JSON document on stdout) and --help.
+    """
+    ctx.obj = CliState(debug=debug)
+
+
+for command in (demo, inspect, compile_command, finetune, export, run, bench):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``qcompile = qcompile.cli.main:main``)."""
+    cli.main(args=argv, prog_name="qcompile")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Flags shared between commands, declared once and handed to commands as small dicts.
+
+``inspect`` and ``compile`` take the same model and quantization flags; ``compile`` and ``finetune`` the
+same training flags. Each family is an :func:`option_group`: its values arrive in the command as one
+dict (``source``, ``quant``, ``train``) whose keys are the API's argument names, so a command passes
+them on with ``**`` and a new API argument is one new flag here. Defaults left as ``None`` mean "the
+API's default": :func:`given` drops them, so the CLI and the API cannot disagree on a default.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+LAYER_POLICIES = click.Choice(["quantize", "8bit", "float"])
+
+
+class BitsOrNone(click.ParamType):
+    """``--a-bits 8`` or ``--a-bits none`` (activations stay float)."""
+
+    name = "BITS|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).lower() in ("none", "float", "fp32"):
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of bits or 'none'", param, ctx)
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: write comma-separated positive integers, e.g. 1,64") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise click.BadParameter(f"{value!r}: write comma-separated positive integers, e.g. 1,64")
+    return sizes
+
+
+def _layer_bits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    for item in values:
+        pattern, sep, bits = item.rpartition("=")
+        if not sep or not pattern or not bits.strip().isdigit():
+            raise click.BadParameter(f"{item!r}: write GLOB=BITS, e.g. 'features.*=8' or 'fc=0' (0 keeps it float)")
+        out[pattern] = int(bits)
+    return out
+
+
+def option_group(group: str, make_params: Callable[[], list[click.Parameter]]):
+    """Attach the parameters ``make_params()`` builds and pass their values as one dict kwarg ``group``.
+
+    Parameters are built per command (click parameters are objects, and sharing one between two
+    commands would couple them).
+    """
+
+    def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
+        params = make_params()
+        names = [p.name for p in params]
+
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs[group] = {name: kwargs.pop(name) for name in names}
+            return f(*args, **kwargs)
+
+        wrapper.__click_params__ = [*getattr(f, "__click_params__", []), *reversed(params)]
+        return wrapper
+
+    return decorator
+
+
+def given(values: dict[str, Any]) -> dict[str, Any]:
+    """The options the user set (``None`` means "use the API default")."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def absolute_spec(spec: str) -> str:
+    """``dir/file.py:build`` → ``/abs/dir/file.py:build`` (and ``mnist:rel`` → ``mnist:/abs/rel``).
+
+    Run directories store these specs; ``qcompile finetune`` may be run from another directory.
+    """
+    head, sep, tail = spec.partition(":")
+    if spec.count(":") == 1 and head.endswith(".py"):  # model file spec
+        return f"{Path(head).expanduser().resolve()}:{tail}"
+    if sep and head in ("mnist", "folder", "npz") and tail:  # data spec with a path
+        path, q, query = tail.partition("?")
+        return f"{head}:{Path(path).expanduser().resolve()}{q}{query}"
+    return spec
+
+
+# ----------------------------------------------------------------------------- groups
+model_source = option_group("source", lambda: [
+    click.Argument(["model"], metavar="MODEL"),
+    click.Option(["--weights", "-w"], type=click.Path(dir_okay=False), default=None,
+                 help="State dict to load into the model (torch.save(model.state_dict(), W.pt)); read with weights_only=True."),
+    click.Option(["--input-shape", "-s"], required=True, metavar="SHAPE",
+                 help="Example input shape with batch, e.g. 1,1,28,28 (several inputs: '1,3,32,32;1,10')."),
+    click.Option(["--leaf", "leaf_modules"], multiple=True, metavar="NAME",
+                 help="Module (qualified name or class name) to keep opaque to tracing, in float. Repeatable."),
+])
+
+quant_options = option_group("quant", lambda: [
+    click.Option(["--method"], default=None, metavar="NAME", help="Quantization method plug-in [default: ste]."),
+    click.Option(["--w-bits"], type=int, default=None, help="Weight bits, 1..8 [default: 4]."),
+    click.Option(["--a-bits"], type=BitsOrNone(), default=None,
+                 help="Activation bits, 2..8, or 'none' to keep activations float [default: 8]."),
+    click.Option(["--quantizer"], default=None, metavar="NAME",
+                 help="Weight quantizer: uniform | uniform-asym | dorefa | bwn [default: uniform]."),
+    click.Option(["--per-channel/--per-tensor", "per_channel"], default=None,
+                 help="Weight scales per output channel or per tensor [default: the quantizer's usual choice]."),
+    click.Option(["--first-layer"], type=LAYER_POLICIES, default=None,
+                 help="First conv/linear: quantize like the rest, at 8 bits, or keep float [default: quantize]."),
+    click.Option(["--last-layer"], type=LAYER_POLICIES, default=None,
+                 help="Last conv/linear policy, as --first-layer [default: quantize]."),
+    click.Option(["--layer-bits"], multiple=True, callback=_layer_bits, metavar="GLOB=BITS",
+                 help="Per-layer weight bits by name glob, e.g. 'conv1=8'; 0 keeps the layer float. Repeatable."),
+])
+
+
+def data_option(required: bool, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--data", "-d", required=required, metavar="SPEC", default=None,
+                        help=f"{help} One of: digits | mnist:DIR | folder:DIR[?size=N] | npz:FILE.")
+
+
+def train_options(min_epochs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Finetuning flags (``TrainConfig`` fields); ``--epochs 0`` is allowed where calibration alone makes sense."""
+    zero = " 0 = calibrate only (post-training quantization)." if min_epochs == 0 else ""
+    return option_group("train", lambda: [
+        click.Option(["--epochs", "-e"], type=click.IntRange(min=min_epochs), default=1, show_default=True,
+                     help=f"Finetuning epochs.{zero}"),
+        click.Option(["--lr"], type=float, default=None, help="Learning rate [default: 0.01]."),
+        click.Option(["--optimizer"], type=click.Choice(["sgd", "adam"]), default=None, help="[default: sgd]"),
+        click.Option(["--momentum"], type=float, default=None, help="SGD momentum [default: 0]."),
+        click.Option(["--weight-decay"], type=float, default=None, help="[default: 0]"),
+        click.Option(["--batch-size", "-b"], type=click.IntRange(min=1), default=None, help="[default: 64]"),
+        click.Option(["--kd-alpha"], type=click.FloatRange(0, 1), default=None,
+                     help="Weight of distillation from the float model, 0..1 [default: 0, off]."),
+        click.Option(["--seed"], type=int, default=None, help="Seed for data order and init; CPU runs repeat exactly [default: 0]."),
+        click.Option(["--checkpoint-every"], type=click.IntRange(min=0), default=None,
+                     help="Checkpoint into RUN_DIR/checkpoints every N steps [default: 0, end of each epoch only]."),
+        click.Option(["--max-steps"], type=click.IntRange(min=1), default=None,
+                     help="Stop after N optimizer steps in total (quick runs)."),
+        click.Option(["--resume"], is_flag=True, help="Continue from the checkpoint in RUN_DIR/checkpoints."),
+    ])
+
+
+def out_option(required: bool, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--out", "-o", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+                        required=required, default=None, help=help)
+
+
+batch_sizes_option = click.option(
+    "--batch-sizes", callback=_int_list, default="1,64", show_default=True, metavar="N[,N...]",
+    help="Batch sizes to time.")
+
+providers_option = click.option(
+    "--providers", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="onnxruntime execution provider: auto picks CUDA when onnxruntime-gpu and a GPU are present.")
+
+PROVIDERS = {"auto": "auto", "cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}

@@ -1,0 +1,66 @@
+"""Does the exported file compute what PyTorch computes? Accuracy in both, and the largest logit gap.
+
+``compare_onnx`` runs the same normalised test images through a PyTorch module (eval mode) and through
+an ONNX file in the torch-free runtime. It is the check behind ``qcompile compile``'s summary and the
+demo table: an export is only worth shipping if ORT's accuracy equals PyTorch's and the logits agree to
+float rounding. Inputs are normalised here (with the dataset's train statistics) rather than by the
+runtime, so a plain fp32 export without qcompile metadata can be compared the same way. torch is
+imported inside the functions that need it: ``normalise`` also serves the torch-free ``qcompile run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def normalise(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``(x - mean) / std`` per channel (NCHW), float32 — what training fed the model."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    out = (x - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(std, np.float32).reshape(shape)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def torch_logits(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs of ``model`` in eval mode on CPU-resident ``x``; train/eval modes are restored after."""
+    import torch
+
+    device = next(model.parameters()).device
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            outs = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu().numpy()
+                    for i in range(0, len(x), batch_size)]
+    finally:
+        for m, training in modes:
+            m.training = training
+    return np.concatenate(outs)
+
+
+def compare_onnx(model: nn.Module, onnx_path: str | Path, dataset: Any, mean: tuple[float, ...],
+                 std: tuple[float, ...], batch_size: int = 256, providers: str = "auto",
+                 intra_op_threads: int | None = None) -> dict[str, Any]:
+    """Accuracy of ``model`` (PyTorch) and of ``onnx_path`` (onnxruntime) on ``dataset`` (``.x``/``.y``).
+
+    Returns ``acc_torch``, ``acc_ort`` (in [0, 1]), ``max_abs_diff`` (largest |ORT − PyTorch| logit),
+    ``agreement`` (fraction of samples with the same top-1) and ``samples``.
+    """
+    from qcompile.runtime import Session
+
+    x = normalise(dataset.x, mean, std)
+    reference = torch_logits(model, x, batch_size)
+    deployed = Session(onnx_path, providers, intra_op_threads).predict(x, batch_size=batch_size, normalize=False)
+    top_ref, top_dep = reference.argmax(1), deployed.argmax(1)
+    return {
+        "acc_torch": float(np.mean(top_ref == dataset.y)),
+        "acc_ort": float(np.mean(top_dep == dataset.y)),
+        "max_abs_diff": float(np.max(np.abs(deployed.astype(np.float64) - reference))),
+        "agreement": float(np.mean(top_ref == top_dep)),
+        "samples": int(len(dataset.y)),
+    }
