@@ -56,6 +56,7 @@ class CompiledModel:
         self.reports = list(reports or [])
         self.history: list[dict] = []
         self.data_spec: str | None = None  # the spec string data came from, so a saved run can reload it
+        self.model_spec: str | None = None  # likewise for the model ('file.py:factory'), when given as a string
 
     # ----------------------------------------------------------------- analysis
     def inspect(self) -> dict[str, Any]:
@@ -217,6 +218,7 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     gm, reports = run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan)))
     compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), _resolve_data(data), leaf_modules, reports)
     compiled.data_spec = _spec_of(data)
+    compiled.model_spec = model if isinstance(model, str) else None
     if compiled.data is not None:
         compiled.calibrate()
     return compiled

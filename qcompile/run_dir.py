@@ -35,9 +35,17 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
-def save_run(cm, run_dir: str | Path, model_spec: str) -> Path:
-    """Write ``run_dir/qmodel.pt`` (and a readable ``plan.json``) for ``cm``."""
+def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
+    """Write ``run_dir/qmodel.pt`` (and a readable ``plan.json``) for ``cm``.
+
+    ``model_spec`` defaults to the spec ``cm`` was loaded from (a run reloaded by :func:`load_run`
+    remembers it); it must be a string spec, since the run is rebuilt from it.
+    """
     run_dir = Path(run_dir)
+    model_spec = model_spec or getattr(cm, "model_spec", None)
+    if not model_spec:
+        raise ConfigError("cannot save a run of a model given as an object",
+                          hint="compile from a spec string ('file.py:factory' or 'pkg.mod:attr') to save runs")
     payload = {
         "format": 1,
         "model": model_spec,
@@ -72,5 +80,6 @@ def load_run(run_dir: str | Path):
         raise ConfigError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}",
                           hint="the model definition changed since compile; compile again")
     cm.data_spec = payload["data"]
+    cm.model_spec = payload["model"]
     cm.history = json.loads(payload["history"])
     return cm

@@ -94,15 +94,6 @@ def accuracies(cm) -> dict[str, Any]:
             "test_samples": len(cm.data.test)}
 
 
-def saved_model_spec(run_dir: Path) -> str:
-    """The model spec stored in a run dir (``load_run`` does not hand it back, ``save_run`` needs it)."""
-    import torch
-
-    from qcompile.run_dir import QMODEL
-
-    return torch.load(run_dir / QMODEL, map_location="cpu", weights_only=True)["model"]
-
-
 def check_out_path(out_path: Path) -> None:
     """Refuse an output name that is not a ``.onnx`` file before any slow work starts."""
     from qcompile.errors import ConfigError
@@ -162,7 +153,7 @@ def finetune(out: Output, run_dir: Path, data: str | None, train: dict) -> Resul
     ensure_data(cm, data)
     before = cm.evaluate()
     training = run_training(cm, train, run_dir, out)
-    save_run(cm, run_dir, saved_model_spec(run_dir))
+    save_run(cm, run_dir)
     summary = {"run_dir": run_dir, "spec": cm.plan.spec.to_dict(), "accuracy_before": before,
                "accuracy": accuracies(cm), "training": training}
     return Result(summary, render_summary)
