@@ -9,7 +9,7 @@ from qcompile.methods.base import Method
 
 _REGISTRY: dict[str, type[Method]] = {}
 # name -> module that registers it when imported (keeps `import qcompile.methods` cheap)
-_BUILTIN = {"ste": "qcompile.methods.ste"}
+_BUILTIN = {"ste": "qcompile.methods.ste", "metaquant": "qcompile.methods.metaquant"}
 PLANNED = {
     "universal": "universal quantization (subtractive dither, soft rounding)",
     "dynadfq": "DynaDFQ (data-free synthesis + per-image bit selector)",

@@ -1,0 +1,149 @@
+"""The shared, coordinate-wise meta-network M_φ (metaquant.md §2).
+
+Every variant maps one weight's inputs to one output, g_W̃ = ∂ℓ/∂W̃ for that weight; a layer's
+weights form the batch. Inputs are raw (no log/sign encoding, no normalisation), exactly as in
+the paper: g is the previous iteration's gradient w.r.t. the quantized weight Ŵ, W̃ the previous
+pre-quantized weight.
+
+    FC-Grad  M(g)                 — with the paper's bias-free, linear FC: a learned gain c·g
+    MultiFC  g ⊙ M(W̃)             — M plays a learned, weight-dependent "STE gate"
+    LSTMFC   g ⊙ FC(LSTM(W̃; h,c)) — each weight keeps its own (h, c) across iterations
+
+Nonlinearity flags are honoured (the reference compares strings with ``is``, so its flags never
+fire; metaquant.md §5.4). The one interface, ``forward(g, w_tilde, state) -> (out, state)`` on
+flat tensors, lets the step process any slice of any layer (see :mod:`.chunking`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qcompile.methods.metaquant.options import MetaQuantOptions
+
+State = tuple[torch.Tensor, torch.Tensor] | None
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def fc_stack(n_in: int, hidden: int, layers: int, bias: bool, nonlinearity: str | None) -> nn.Sequential:
+    """``layers`` Linear layers n_in → H → … → H → 1, with ``nonlinearity`` between them."""
+    widths = [n_in] + [hidden] * (layers - 1) + [1]
+    modules: list[nn.Module] = []
+    for i in range(layers):
+        if i > 0 and nonlinearity is not None:
+            modules.append(_ACTIVATIONS[nonlinearity]())
+        modules.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
+    return nn.Sequential(*modules)
+
+
+def linear_product(stack: nn.Sequential) -> torch.Tensor | None:
+    """W_L ⋯ W_1 (differentiable) when the stack is bias-free and linear, else None.
+
+    Such a stack computes stack(x) = c·x with c this product, so :func:`apply_fc` evaluates it in
+    O(N) instead of keeping N × H activations; the function and its gradients w.r.t. every W_k
+    are the same (up to float rounding) as running the layers one by one.
+    """
+    product = None
+    for m in stack:
+        if not isinstance(m, nn.Linear) or m.bias is not None:
+            return None
+        product = m.weight if product is None else m.weight @ product
+    return product
+
+
+def apply_fc(stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """stack applied per element of flat ``x`` (a 1-input stack), collapsed when linear."""
+    product = linear_product(stack)
+    if product is not None:
+        return x * product.reshape(())
+    return stack(x.unsqueeze(1)).squeeze(1)
+
+
+def linear_gain(stack: nn.Sequential) -> float | None:
+    """The scalar c with stack(x) = c·x when the stack is bias-free and linear, else None.
+
+    For the paper's 2-layer FC-Grad this is Σ_k w2_k·w1_k: the learned step-size multiplier
+    that metaquant.md §1.8a asks to log over training.
+    """
+    product = linear_product(stack)
+    return None if product is None else float(product.detach().reshape(()))
+
+
+class MetaNet(nn.Module):
+    """Base: ``forward(g, w_tilde, state)`` on flat (n,) tensors → ((n,) output, new state)."""
+
+    stateful = False
+
+    def init_state(self, n: int, like: torch.Tensor) -> State:
+        """The state of ``n`` weights that have no history yet (None for stateless variants)."""
+        return None
+
+    def gain(self) -> float | None:
+        """The learned scalar gain when the network is linear (see :func:`linear_gain`)."""
+        return None
+
+
+class FCGrad(MetaNet):
+    """g_W̃ = M(g_Ŵ)."""
+
+    def __init__(self, hidden: int, layers: int, bias: bool, nonlinearity: str | None):
+        super().__init__()
+        self.fc = fc_stack(1, hidden, layers, bias, nonlinearity)
+
+    def forward(self, g: torch.Tensor, w_tilde: torch.Tensor, state: State = None):
+        return apply_fc(self.fc, g), None
+
+    def gain(self) -> float | None:
+        return linear_gain(self.fc)
+
+
+class MultiFC(MetaNet):
+    """g_W̃ = g_Ŵ ⊙ M(W̃)."""
+
+    def __init__(self, hidden: int, layers: int, bias: bool, nonlinearity: str | None):
+        super().__init__()
+        self.fc = fc_stack(1, hidden, layers, bias, nonlinearity)
+
+    def forward(self, g: torch.Tensor, w_tilde: torch.Tensor, state: State = None):
+        return g * apply_fc(self.fc, w_tilde), None
+
+    def gain(self) -> float | None:
+        return linear_gain(self.fc)
+
+
+class LSTMFC(MetaNet):
+    """g_W̃ = g_Ŵ ⊙ FC(h'), (h', c') = LSTM(W̃; h, c). Sequence length 1, so an LSTMCell.
+
+    The head keeps PyTorch's default bias like the paper's; the caller carries (h', c')
+    detached to the next iteration (truncated BPTT of length 1, metaquant.md §1.6).
+    """
+
+    stateful = True
+
+    def __init__(self, hidden: int, layers: int, nonlinearity: str | None):
+        super().__init__()
+        self.hidden = hidden
+        self.cell = nn.LSTMCell(1, hidden)
+        self.head = fc_stack(hidden, hidden, layers, True, nonlinearity)
+
+    def init_state(self, n: int, like: torch.Tensor) -> State:
+        zeros = torch.zeros(n, self.hidden, dtype=like.dtype, device=like.device)
+        return zeros, zeros.clone()
+
+    def forward(self, g: torch.Tensor, w_tilde: torch.Tensor, state: State = None):
+        h, c = self.cell(w_tilde.unsqueeze(1), state)
+        return g * self.head(h).squeeze(1), (h, c)
+
+
+def build_meta_net(options: MetaQuantOptions) -> MetaNet:
+    """The variant named by ``options.meta``, with PyTorch's default initialisation.
+
+    Default init means FC-Grad's initial gain is random and may be negative (metaquant.md §2):
+    φ learns the sign within the first iterations, as in the paper.
+    """
+    o = options
+    if o.meta == "fc-grad":
+        return FCGrad(o.hidden, o.fc_layers, o.bias, o.nonlinearity)
+    if o.meta == "multifc":
+        return MultiFC(o.hidden, o.fc_layers, o.bias, o.nonlinearity)
+    return LSTMFC(o.hidden, o.fc_layers, o.nonlinearity)

@@ -1,0 +1,109 @@
+"""MetaQuant's settings (``QuantSpec.method_options``), validated once with actionable errors.
+
+The defaults follow the paper (metaquant.md §2, §3): a hidden width of 100, bias-free FC
+meta-networks without a nonlinearity, the meta-net trained by Adam at 1e-3, and the forward of
+Eq. (6). Note that these defaults make FC-Grad and MultiFC *linear* in their input (FC-Grad is a
+single learned gain on the gradient, MultiFC a gain proportional to W̃; metaquant.md §1.8a) —
+set ``nonlinearity`` and/or ``bias`` for a genuinely nonlinear meta-network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from qcompile.errors import ConfigError
+
+META_NETS = ("fc-grad", "multifc", "lstmfc")
+NONLINEARITIES = ("relu", "tanh")
+FORWARD_MODES = ("paper", "reference")
+
+
+@dataclass(frozen=True)
+class MetaQuantOptions:
+    """What the user may choose; see the module docstring for the defaults' provenance.
+
+    - ``meta``: the meta-network variant (FC-Grad: g_Ŵ → g_W̃; MultiFC: g_Ŵ ⊙ M(W̃);
+      LSTMFC: g_Ŵ ⊙ FC(LSTM(W̃)) with per-weight state carried across iterations).
+    - ``layers``: Linear layers of the FC part — the whole net for FC-Grad/MultiFC (default 2:
+      1→H→1), the head after the LSTM for LSTMFC (default 1: H→1). None: the variant's default.
+    - ``nonlinearity``: None, 'relu' or 'tanh' between the FC layers; ``bias``: FC biases
+      (the LSTMFC head always has a bias, as in the paper).
+    - ``forward_mode``: 'paper' (Eq. 6: the forward uses the update that is then committed) or
+      'reference' (the reference code's stale value W_t − lr·π_{t−1}; metaquant.md §1.5).
+    - ``meta_lr`` / ``meta_lr_decay``: Adam's lr for φ, optionally decayed with the base lr
+      schedule (the paper says it is; the reference code never does).
+    - ``chunk_size``: weights per meta-net call; bounds the meta-net's activation memory to
+      chunk_size × H floats per hidden layer, at the cost of recomputing the meta-net forward
+      (0: a whole layer at once and its graph kept — faster, N × H floats per hidden layer;
+      see :mod:`.chunking`).
+    """
+
+    meta: str = "multifc"
+    hidden: int = 100
+    layers: int | None = None
+    nonlinearity: str | None = None
+    bias: bool = False
+    forward_mode: str = "paper"
+    meta_lr: float = 1e-3
+    meta_lr_decay: bool = False
+    chunk_size: int = 1 << 18
+
+    def __post_init__(self) -> None:
+        if isinstance(self.meta, str):
+            object.__setattr__(self, "meta", self.meta.lower())
+        if isinstance(self.nonlinearity, str) and self.nonlinearity.lower() in ("none", ""):
+            object.__setattr__(self, "nonlinearity", None)
+        _validate(self)
+
+    @property
+    def fc_layers(self) -> int:
+        """``layers`` resolved against the variant's default."""
+        if self.layers is not None:
+            return self.layers
+        return 1 if self.meta == "lstmfc" else 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> MetaQuantOptions:
+        """Build from ``QuantSpec.method_options``; unknown keys are an error naming the known ones."""
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown MetaQuant option(s): {', '.join(unknown)}",
+                              hint=f"accepted options: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def _require(ok: bool, message: str, hint: str) -> None:
+    if not ok:
+        raise ConfigError(message, hint=hint)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate(o: MetaQuantOptions) -> None:
+    _require(o.meta in META_NETS, f"unknown meta-network {o.meta!r}", f"choose one of {', '.join(META_NETS)}")
+    _require(_is_int(o.hidden) and o.hidden >= 1, f"hidden must be an integer >= 1, got {o.hidden!r}",
+             "the paper uses hidden=100")
+    _require(o.layers is None or (_is_int(o.layers) and o.layers >= 1),
+             f"layers must be an integer >= 1, got {o.layers!r}",
+             "FC-Grad/MultiFC: 2 is the paper's 1→H→1; LSTMFC: 1 Linear after the LSTM")
+    _require(o.nonlinearity is None or o.nonlinearity in NONLINEARITIES,
+             f"unknown nonlinearity {o.nonlinearity!r}", f"choose none, {', '.join(NONLINEARITIES)}")
+    _require(isinstance(o.bias, bool), f"bias must be true or false, got {o.bias!r}", "the paper uses bias=false")
+    _require(o.forward_mode in FORWARD_MODES, f"unknown forward_mode {o.forward_mode!r}",
+             "'paper' (Eq. 6, default) or 'reference' (the reference code's stale look-ahead)")
+    _require(isinstance(o.meta_lr, (int, float)) and not isinstance(o.meta_lr, bool) and o.meta_lr >= 0,
+             f"meta_lr must be a number >= 0, got {o.meta_lr!r}", "the paper uses meta_lr=1e-3")
+    _require(isinstance(o.meta_lr_decay, bool), f"meta_lr_decay must be true or false, got {o.meta_lr_decay!r}",
+             "true decays the meta lr with the base lr schedule")
+    _require(_is_int(o.chunk_size) and o.chunk_size >= 0,
+             f"chunk_size must be an integer >= 0, got {o.chunk_size!r}",
+             "e.g. 262144 weights per meta-net call; 0 keeps a whole layer's graph (fast, more memory)")
