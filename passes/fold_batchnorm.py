@@ -1,5 +1,8 @@
 """Pass: fold BatchNorm into the preceding Conv/Linear without changing any integer code.
 
+The arithmetic is :func:`qcompile.quantized_ops.fold_affine`, the same an attached BatchNorm uses in
+eval (``passes.attach_batchnorm``), so the folded model's output equals the trained model's bitwise.
+
 For y = BN(op(x)) with g = γ/√(var + ε):
   * quantized op: ``channel_scale ← channel_scale·g`` and ``bias ← bias·g + β − μ·g``; the weight
     codes (and their scales) are untouched, so the exported codes are exactly the trained ones;
@@ -15,17 +18,10 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from qcompile.quantized_ops import QUANTIZABLE, QuantizedOp
+from qcompile.passes.attach_batchnorm import AttachedBatchNorm
+from qcompile.quantized_ops import QUANTIZABLE, QuantizedOp, bn_affine, fold_affine
 from qcompile.passes.base import GraphPass
 from qcompile.passes.graph_utils import bypass_node, module_of
-
-
-def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """(g, h) with BN(y) = g·y + h per channel, from running statistics."""
-    gamma = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
-    beta = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
-    g = gamma / torch.sqrt(bn.running_var + bn.eps)
-    return g, beta - bn.running_mean * g
 
 
 class FoldBatchNorm(GraphPass):
@@ -33,7 +29,7 @@ class FoldBatchNorm(GraphPass):
         folded, skipped = [], []
         for node in list(gm.graph.nodes):
             bn = module_of(gm, node)
-            if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d, AttachedBatchNorm)):
                 continue
             producer = node.args[0]
             op = module_of(gm, producer) if isinstance(producer, fx.Node) else None
@@ -56,10 +52,12 @@ class FoldBatchNorm(GraphPass):
     @staticmethod
     @torch.no_grad()
     def _fold(op: nn.Module, bn: nn.Module) -> None:
-        g, h = _bn_affine(bn)
-        bias = op.bias.detach() if op.bias is not None else torch.zeros_like(g)
+        g, h = bn_affine(bn)
         if isinstance(op, QuantizedOp):
-            op.channel_scale.mul_(g)
+            channel_scale, bias = fold_affine(op.channel_scale, op.bias, g, h)
+            op.channel_scale.copy_(channel_scale)
+            op.attach_batchnorm(None)
         else:
+            _, bias = fold_affine(torch.ones_like(g), op.bias, g, h)
             op.weight = nn.Parameter(op.weight.detach() * g.reshape([-1] + [1] * (op.weight.dim() - 1)))
-        op.bias = nn.Parameter(bias * g + h)
+        op.bias = nn.Parameter(bias)

@@ -1,6 +1,6 @@
 """Pipelines: the ordered pass lists qcompile runs, readable in one place.
 
-    quantize:  InsertWeightQuantizers → InsertActivationQuantizers
+    quantize:  InsertWeightQuantizers → InsertActivationQuantizers → AttachBatchNorm
     export:    StripForExport → FoldBatchNorm   (then the ONNX back end)
 
 Run with torch.fx's ``PassManager``; each pass's report lands in ``gm.meta``.
@@ -12,6 +12,7 @@ from torch import fx
 from torch.fx.passes.infra.pass_manager import PassManager
 
 from qcompile.plan import QuantPlan
+from qcompile.passes.attach_batchnorm import AttachBatchNorm
 from qcompile.passes.base import GraphPass, reports
 from qcompile.passes.fold_batchnorm import FoldBatchNorm
 from qcompile.passes.insert_activation_quantizers import InsertActivationQuantizers
@@ -22,7 +23,7 @@ from qcompile.passes.strip_for_export import StripForExport
 
 def quantize_passes(plan: QuantPlan, factory: QuantizerFactory = default_weight_quantizer,
                     extra: list[GraphPass] = ()) -> list[GraphPass]:
-    return [InsertWeightQuantizers(plan, factory), InsertActivationQuantizers(plan), *extra]
+    return [InsertWeightQuantizers(plan, factory), InsertActivationQuantizers(plan), AttachBatchNorm(), *extra]
 
 
 def export_passes(extra: list[GraphPass] = ()) -> list[GraphPass]:

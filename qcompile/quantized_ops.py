@@ -9,6 +9,9 @@ in both. Without an input quantizer the op is the usual ``op(x, w_ints · s_w) +
 
 ``channel_scale`` is where a following BatchNorm is absorbed (see ``passes.fold_batchnorm``):
 folding multiplies the per-channel scale and rewrites the bias, and never touches the codes.
+While training, a following BatchNorm may be *attached* (``passes.attach_batchnorm``): in eval mode
+the op then applies it with exactly the arithmetic folding bakes in (:func:`fold_affine`), so the
+exported model reproduces the trained model in eval bit for bit, not just to rounding.
 Parameters keep the float module's names (``weight``, ``bias``) so checkpoints load unchanged.
 """
 
@@ -20,6 +23,21 @@ from torch import nn
 
 from qcompile.quantizers.activation import ActivationQuantizer
 from qcompile.quantizers.base import WeightQuantizer, along_axis
+
+
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, h) with BN(y) = g·y + h per channel, from running statistics."""
+    gamma = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
+    beta = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    g = gamma / torch.sqrt(bn.running_var + bn.eps)
+    return g, beta - bn.running_mean * g
+
+
+def fold_affine(channel_scale: torch.Tensor, bias: torch.Tensor | None, g: torch.Tensor,
+                h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN(acc·s·cs + b) = acc·s·(cs·g) + (b·g + h): the one place this arithmetic is written."""
+    base = bias.detach() if bias is not None else torch.zeros_like(g)
+    return channel_scale * g, base * g + h
 
 
 class QuantizedOp(nn.Module):
@@ -34,6 +52,18 @@ class QuantizedOp(nn.Module):
         self.weight_quantizer = weight_quantizer
         self.input_quantizer: ActivationQuantizer | None = None
         self.register_buffer("channel_scale", torch.ones(self.weight.shape[0]))
+        self.attach_batchnorm(None)
+
+    def attach_batchnorm(self, bn: nn.Module | None) -> None:
+        """Reference (not own: it stays registered where it was) the BatchNorm that follows this op."""
+        object.__setattr__(self, "attached_bn", bn)
+
+    def scale_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``channel_scale`` and ``bias``, with an attached BatchNorm folded in when it is in eval mode."""
+        bn = self.attached_bn
+        if bn is None or bn.training:
+            return self.channel_scale, self.bias
+        return fold_affine(self.channel_scale, self.bias, *bn_affine(bn))
 
     @property
     def out_channels(self) -> int:
@@ -46,22 +76,24 @@ class QuantizedOp(nn.Module):
         """Broadcast a per-output-channel vector against the op's output (channels on dim 1, or last for Linear)."""
         raise NotImplementedError
 
-    def output_scale(self, w_scale: torch.Tensor, x_scale: torch.Tensor | None) -> torch.Tensor:
+    def output_scale(self, w_scale: torch.Tensor, x_scale: torch.Tensor | None,
+                     channel_scale: torch.Tensor | None = None) -> torch.Tensor:
         """The per-channel factor applied after the integer op: s_x · s_w · channel_scale."""
-        s = w_scale * self.channel_scale
+        s = w_scale * (self.channel_scale if channel_scale is None else channel_scale)
         return s if x_scale is None else x_scale * s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channel_scale, bias = self.scale_and_bias()
         w_ints, w_scale = self.weight_quantizer.decompose(self.weight)
         if self.input_quantizer is None:
-            w = w_ints * along_axis(self.output_scale(w_scale, None), w_ints, 0)
+            w = w_ints * along_axis(self.output_scale(w_scale, None, channel_scale), w_ints, 0)
             y = self._op(x, w)
         else:
             x_ints, x_scale = self.input_quantizer.decompose(x)
             acc = self._op(x_ints, w_ints)
-            y = acc * self._out_view(self.output_scale(w_scale, x_scale), acc)
-        if self.bias is not None:
-            y = y + self._out_view(self.bias, y)
+            y = acc * self._out_view(self.output_scale(w_scale, x_scale, channel_scale), acc)
+        if bias is not None:
+            y = y + self._out_view(bias, y)
         return y
 
     def extra_repr(self) -> str:

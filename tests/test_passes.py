@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qcompile.errors import ConfigError, ExportError
+from qcompile.passes.attach_batchnorm import AttachBatchNorm, AttachedBatchNorm
 from qcompile.passes.base import reports
 from qcompile.passes.fold_batchnorm import FoldBatchNorm
 from qcompile.passes.insert_activation_quantizers import InsertActivationQuantizers
@@ -183,3 +184,27 @@ def test_pipeline_reports_and_shapes(tiny_net):
         ("conv1", (2, 8, 8, 8), 8 * 64 * 9), ("conv2", (2, 16, 4, 4), 16 * 16 * 72), ("fc", (2, 10), 160)]
     reasons = {f.name: f.reason for f in float_ops(trace(tiny_net))}
     assert "folded" in reasons["bn1"] and "pooling" in reasons["pool"]
+
+
+def test_attach_batchnorm_makes_folding_bitwise_exact(tiny_net):
+    gm = trace(tiny_net)
+    plan = build_plan(gm, QuantSpec(w_bits=4, a_bits=4))
+    gm, _ = run_passes(gm, quantize_passes(plan)[:2])  # insert quantizers only
+    keys = list(gm.state_dict())
+    p = AttachBatchNorm()
+    assert p(gm).modified
+    assert [a["op"] for a in p.report["attached"]] == ["conv1", "conv2"]
+    assert isinstance(gm.bn1, AttachedBatchNorm) and gm.conv1.attached_bn is gm.bn1
+    assert list(gm.state_dict()) == keys  # same checkpoint keys
+    gm.train()
+    before = gm.bn1.running_mean.clone()
+    gm(X)  # training: an ordinary BN with batch statistics
+    assert not torch.equal(gm.bn1.running_mean, before)
+    gm.eval()
+    x = torch.randn(2048, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = gm(x)
+        folded, _ = run_passes(copy.deepcopy(gm), export_passes())
+        assert torch.equal(folded(x), ref)  # not just close: identical
+    assert folded.conv1.attached_bn is None
+    assert not any(isinstance(m, AttachedBatchNorm) for m in folded.modules())
