@@ -60,7 +60,23 @@ def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
     atomic_write_bytes(run_dir / QMODEL, lambda tmp: torch.save(payload, tmp))
     plan_text = json.dumps(cm.plan.to_dict(), indent=2)
     atomic_write_bytes(run_dir / "plan.json", lambda tmp: tmp.write_text(plan_text))
+    write_history(run_dir, cm.history, label=describe_spec(cm.plan.spec))
     return run_dir / QMODEL
+
+
+def describe_spec(spec: QuantSpec) -> str:
+    """A short label for plots and tables, e.g. 'metaquant/multifc dorefa W1' or 'ste uniform W4A8'."""
+    method = spec.method + (f"/{spec.method_options['meta']}" if spec.method_options.get("meta") else "")
+    bits = f"W{spec.w_bits}" + (f"A{spec.a_bits}" if spec.a_bits else "")
+    return f"{method} {spec.quantizer} {bits}"
+
+
+def write_history(run_dir: str | Path, history: list[dict], label: str, **extra) -> Path:
+    """``run_dir/history.json``: per-epoch records plus a label — what ``qcompile report`` plots."""
+    path = Path(run_dir) / "history.json"
+    text = json.dumps({"label": label, **extra, "history": history}, indent=1)
+    atomic_write_bytes(path, lambda tmp: tmp.write_text(text))
+    return path
 
 
 def load_run(run_dir: str | Path):
