@@ -8,7 +8,6 @@ anything unexpected (a bug), with the traceback only under ``--debug`` (or ``QCO
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
@@ -17,7 +16,7 @@ from qcompile.cli.commands.inspection import inspect
 from qcompile.cli.commands.pipeline import compile_command, export, finetune
 from qcompile.cli.commands.runtime import bench, run
 from qcompile.cli.output import CliState, render_error
-from qcompile.errors import QCompileError
+from qcompile.errors import ActionableError
 from qcompile.version import __version__
 
 EXIT_USER_ERROR = 2
@@ -25,11 +24,8 @@ EXIT_BUG = 1
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """A ``QCompileError``, or the torch-free runtime's mirror of it (checked without importing onnxruntime)."""
-    if isinstance(exc, QCompileError):
-        return True
-    runtime_errors = sys.modules.get("qcompile.runtime.errors")
-    return runtime_errors is not None and isinstance(exc, runtime_errors.RuntimeFailure)
+    """Compiler and runtime errors share :class:`ActionableError`: a message and a fix."""
+    return isinstance(exc, ActionableError)
 
 
 class QCompileGroup(click.Group):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 
-class QCompileError(Exception):
-    """Base class for user-facing errors. ``hint`` tells the user how to fix the problem."""
+class ActionableError(Exception):
+    """An error a user can act on: ``message`` says what is wrong, ``hint`` how to fix it.
+
+    The base of both the compiler's errors and the torch-free runtime's (this module imports nothing).
+    """
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -13,6 +16,10 @@ class QCompileError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\nHow to fix: {self.hint}"
+
+
+class QCompileError(ActionableError):
+    """Base class for the compiler's user-facing errors (``message`` + ``hint``, see ActionableError)."""
 
 
 class ModelLoadError(QCompileError):

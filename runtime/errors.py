@@ -1,23 +1,16 @@
 """Errors from the deployment runtime, each saying what is wrong and how to fix it.
 
-These mirror ``qcompile.errors.QCompileError`` (same ``message`` / ``hint`` / ``str`` format)
-instead of importing it, because the runtime may import nothing from qcompile outside itself
-except ``qcompile.version``: it has to stay installable and importable without torch.
+:class:`~qcompile.errors.ActionableError` is the one base of every user-facing error in qcompile;
+``qcompile.errors`` imports nothing, so the runtime can share it and still run without torch.
 """
 
 from __future__ import annotations
 
+from qcompile.errors import ActionableError
 
-class RuntimeFailure(Exception):
-    """Base class for runtime errors a user can act on. ``hint`` tells them how to fix it."""
 
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\nHow to fix: {self.hint}"
+class RuntimeFailure(ActionableError):
+    """Base class of the runtime's errors."""
 
 
 class ArtifactError(RuntimeFailure):

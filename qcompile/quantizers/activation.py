@@ -12,7 +12,7 @@ import torch
 
 from qcompile.errors import ExportError
 from qcompile.quantizers.base import Quantizer
-from qcompile.quantizers.codes import QuantCodes
+from qcompile.quantizers.codes import QuantCodes, int_range
 from qcompile.quantizers.ste import round_ste
 
 
@@ -31,11 +31,11 @@ class ActivationQuantizer(Quantizer):
 
     @property
     def qmin(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
+        return int_range(self.bits, self.signed)[0]
 
     @property
     def qmax(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+        return int_range(self.bits, self.signed)[1]
 
     def observe(self, x: torch.Tensor) -> None:
         lo, hi = x.detach().min().float(), x.detach().max().float()

@@ -18,6 +18,11 @@ from dataclasses import dataclass
 import torch
 
 
+def int_range(bits: int, signed: bool) -> tuple[int, int]:
+    """[qmin, qmax] of a ``bits``-bit container: the one definition every quantizer and exporter uses."""
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
 @dataclass(frozen=True)
 class QuantCodes:
     """Codes of one tensor plus everything needed to decode them exactly.
@@ -36,11 +41,11 @@ class QuantCodes:
 
     @property
     def qmin(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
+        return int_range(self.bits, self.signed)[0]
 
     @property
     def qmax(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+        return int_range(self.bits, self.signed)[1]
 
     def _along_axis(self, t: torch.Tensor) -> torch.Tensor:
         if t.dim() == 0 or self.axis is None:
