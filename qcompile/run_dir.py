@@ -9,30 +9,16 @@ no pickled code, and the result is exactly the module that was saved.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from qcompile.atomic import atomic_write, atomic_write_text
 from qcompile.errors import ConfigError
 from qcompile.loading import load_model
 from qcompile.plan import QuantSpec
 
 QMODEL = "qmodel.pt"
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
@@ -57,9 +43,9 @@ def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
         "state": {k: v.cpu() for k, v in cm.graph_module.state_dict().items()},
         "history": json.dumps(cm.history),
     }
-    atomic_write_bytes(run_dir / QMODEL, lambda tmp: torch.save(payload, tmp))
+    atomic_write(run_dir / QMODEL, lambda f: torch.save(payload, f))
     plan_text = json.dumps(cm.plan.to_dict(), indent=2)
-    atomic_write_bytes(run_dir / "plan.json", lambda tmp: tmp.write_text(plan_text))
+    atomic_write_text(run_dir / "plan.json", plan_text)
     write_history(run_dir, cm.history, label=describe_spec(cm.plan.spec))
     return run_dir / QMODEL
 
@@ -75,7 +61,7 @@ def write_history(run_dir: str | Path, history: list[dict], label: str, **extra)
     """``run_dir/history.json``: per-epoch records plus a label — what ``qcompile report`` plots."""
     path = Path(run_dir) / "history.json"
     text = json.dumps({"label": label, **extra, "history": history}, indent=1)
-    atomic_write_bytes(path, lambda tmp: tmp.write_text(text))
+    atomic_write_text(path, text)
     return path
 
 

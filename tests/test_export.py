@@ -14,6 +14,7 @@ import torch
 from onnx import TensorProto, numpy_helper
 
 from qcompile.errors import ExportError
+from qcompile import atomic
 from qcompile.export import onnx_export
 from qcompile.export.onnx_export import export_float_onnx, export_onnx
 from qcompile.export.onnx_passes import AttachMetadata
@@ -201,7 +202,7 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(onnx_export.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         export_onnx(gm, (x,), target, {})
     assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"previous model"

@@ -15,8 +15,6 @@ import copy
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from onnx_ir.passes.common import ClearMetadataAndDocStringPass
 import torch
 from torch import fx, nn
 
+from qcompile.atomic import atomic_write
 from qcompile.errors import ExportError
 from qcompile.export.onnx_passes import export_pipeline
 from qcompile.passes.freeze_for_export import FreezeForExport
@@ -88,20 +87,7 @@ def torch_to_onnx_ir(module: nn.Module, example_inputs, opset: int) -> ir.Model:
 
 def write_atomically(proto: onnx.ModelProto, path: str | Path) -> int:
     """Write ``proto`` to ``path`` through a temporary file in the same folder; return its size."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path.stat().st_size
+    return atomic_write(path, lambda f: f.write(proto.SerializeToString()))
 
 
 def _check(proto: onnx.ModelProto) -> None:
