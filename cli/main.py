@@ -14,6 +14,7 @@ import click
 from qcompile.cli.commands.demo import demo
 from qcompile.cli.commands.inspection import inspect
 from qcompile.cli.commands.pipeline import compile_command, export, finetune
+from qcompile.cli.commands.report import report
 from qcompile.cli.commands.runtime import bench, run
 from qcompile.cli.output import CliState, render_error
 from qcompile.errors import ActionableError
@@ -60,13 +61,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
           --w-bits 4 --a-bits 8 --data mnist:DIR --epochs 2 --out m.onnx
       qcompile run m.onnx --data mnist:DIR
       qcompile bench m.onnx --reference fp32.onnx
+      qcompile report runs/seed* --out curves.png
 
     Every command takes --json (one JSON document on stdout) and --help.
     """
     ctx.obj = CliState(debug=debug)
 
 
-for command in (demo, inspect, compile_command, finetune, export, run, bench):
+for command in (demo, inspect, compile_command, finetune, export, run, bench, report):
     cli.add_command(command)
 
 

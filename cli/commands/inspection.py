@@ -12,12 +12,15 @@ import click
 from rich.console import Console
 
 from qcompile.cli import output as fmt
-from qcompile.cli.options import absolute_spec, given, model_source, quant_options
+from qcompile.cli.options import absolute_spec, given, metaquant_options, method_options, model_source, quant_options
 from qcompile.cli.output import Output, Result, reporting
 
 
-def build_compiled(source: dict[str, Any], quant: dict[str, Any], data: str | None = None):
-    """``qcompile.compile`` from the shared CLI option groups (also used by ``compile``)."""
+def build_compiled(source: dict[str, Any], quant: dict[str, Any], data: str | None = None,
+                   meta: dict[str, Any] | None = None):
+    """``qcompile.compile`` from the shared CLI option groups (also used by ``compile``); ``meta`` is the
+    MetaQuant group, checked against ``--method`` before the model is loaded."""
+    options = method_options(quant, meta or {})
     from qcompile.api import compile as compile_model
     from qcompile.loading import parse_shapes
 
@@ -28,23 +31,31 @@ def build_compiled(source: dict[str, Any], quant: dict[str, Any], data: str | No
         leaf_modules=list(source["leaf_modules"]),
         data=absolute_spec(data) if data else None,
         **given(quant),
+        **({"method_options": options} if options else {}),
     )
 
 
 @click.command()
 @model_source
 @quant_options
+@metaquant_options
 @reporting
-def inspect(out: Output, source: dict[str, Any], quant: dict[str, Any]) -> Result:
+def inspect(out: Output, source: dict[str, Any], quant: dict[str, Any], meta: dict[str, Any]) -> Result:
     """Show quantizable sites (shape, params, MACs, bits), ops left in float, and totals.
 
-    MODEL is 'path/file.py:factory' or 'package.module:attr'.
+    MODEL is 'path/file.py:factory' or 'package.module:attr'. MetaQuant flags (--meta ...) are
+    validated here exactly as `compile` would take them.
     """
-    report = build_compiled(source, quant).inspect()
+    report = build_compiled(source, quant, meta=meta).inspect()
     report["model"] = source["model"]
     report["input_shape"] = source["input_shape"]
     report["quantized_sites"] = sum(1 for s in report["sites"] if s["w_bits"] is not None)
     return Result(report, render_inspect)
+
+
+def method_options_text(options: dict[str, Any]) -> str:
+    """``meta=multifc, hidden=100``: a method's options as they appear in the spec."""
+    return ", ".join(f"{k}={v}" for k, v in options.items())
 
 
 def _bits(value: int | None) -> str:
@@ -84,4 +95,5 @@ def render_inspect(console: Console, r: dict[str, Any]) -> None:
         ("MACs per sample", fmt.count(r["total_macs"])),
         ("spec", f"W{spec['w_bits']}A{_bits(spec['a_bits'])} {spec['quantizer']}, first layer {spec['first_layer']}, "
                  f"last layer {spec['last_layer']}"),
+        *([("method options", method_options_text(spec["method_options"]))] if spec.get("method_options") else []),
     ]))

@@ -16,12 +16,13 @@ import click
 from rich.console import Console
 
 from qcompile.cli import output as fmt
-from qcompile.cli.commands.inspection import build_compiled
+from qcompile.cli.commands.inspection import build_compiled, method_options_text
 from qcompile.cli.commands.runtime import size_summary
 from qcompile.cli.options import (
     absolute_spec,
     data_option,
     given,
+    metaquant_options,
     model_source,
     out_option,
     quant_options,
@@ -47,15 +48,36 @@ def training_options(train: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return options, resume
 
 
-def run_training(cm, train: dict[str, Any], run_dir: Path, out: Output) -> dict[str, Any] | None:
-    """Finetune ``cm`` with the ``train`` option group (None for ``--epochs 0``); checkpoints in ``run_dir``."""
+def run_training(cm, train: dict[str, Any], run_dir: Path, out: Output) -> tuple[dict[str, Any] | None, list[dict]]:
+    """Finetune ``cm`` with the ``train`` option group; checkpoints in ``run_dir``.
+
+    Returns the summary (None for ``--epochs 0``) and the method's per-step records (e.g. MetaQuant's
+    meta_loss and meta_gain), which the summary only condenses and :func:`save_records` keeps whole.
+    """
+    from qcompile.report import summarise_steps
+
     options, resume = training_options(train)
     if options["epochs"] == 0:
-        return None
+        return None, []
     out.log(f"finetuning for {options['epochs']} epoch(s); checkpoints in {run_dir / CHECKPOINTS}")
     result = cm.finetune(checkpoint_dir=run_dir / CHECKPOINTS, resume=resume, progress=out.progress, **options)
-    return {"epochs": options["epochs"], "steps": result.steps, "seconds": result.seconds,
-            "completed": result.completed, "final_test_acc": result.final_test_acc, "history": result.history}
+    summary = {"epochs": options["epochs"], "steps": result.steps, "seconds": result.seconds,
+               "completed": result.completed, "final_test_acc": result.final_test_acc, "history": result.history,
+               "extra_metrics": summarise_steps(result.step_records)}
+    return summary, result.step_records
+
+
+def save_records(cm, run_dir: Path, step_records: list[dict], *, resume: bool, previous: list[dict],
+                 model_spec: str | None = None) -> None:
+    """``save_run``, then ``history.json`` again with the per-step records of every training call so far
+    (``previous``: those already in the run dir; see :func:`qcompile.report.merge_steps`)."""
+    from qcompile.report import merge_steps
+    from qcompile.run_dir import describe_spec, save_run, write_history
+
+    save_run(cm, run_dir, model_spec)
+    if step_records or previous:
+        write_history(run_dir, cm.history, label=describe_spec(cm.plan.spec),
+                      steps=merge_steps(previous, step_records, resume))
 
 
 def export_artifacts(cm, out_path: Path, float_out: Path | None, out: Output) -> dict[str, Any]:
@@ -108,6 +130,7 @@ def check_out_path(out_path: Path) -> None:
 @click.command("compile")
 @model_source
 @quant_options
+@metaquant_options
 @data_option(required=True, help="Data for calibration and finetuning; its test split scores the result.")
 @train_options(min_epochs=0)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -116,11 +139,12 @@ def check_out_path(out_path: Path) -> None:
 @click.option("--float-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the fp32 ONNX of the original model (the size/latency reference).")
 @reporting
-def compile_command(out: Output, source: dict, quant: dict, data: str, train: dict, run_dir: Path | None,
+def compile_command(out: Output, source: dict, quant: dict, meta: dict, data: str, train: dict, run_dir: Path | None,
                     out_path: Path, float_out: Path | None) -> Result:
     """Trace, quantize, calibrate, finetune and export MODEL to packed low-bit ONNX.
 
     MODEL is 'path/file.py:factory' or 'package.module:attr'. --epochs 0 calibrates only (PTQ).
+    --method metaquant takes the --meta* flags; its per-step metrics go to RUN_DIR/history.json.
     """
     for path in (out_path, float_out):
         if path is not None:
@@ -128,11 +152,10 @@ def compile_command(out: Output, source: dict, quant: dict, data: str, train: di
     training_options(train)
     run_dir = run_dir or Path("runs") / out_path.stem
     out.log(f"tracing {source['model']} and inserting quantizers")
-    cm = build_compiled(source, quant, data)
-    training = run_training(cm, train, run_dir, out)
-    from qcompile.run_dir import save_run
-
-    save_run(cm, run_dir, absolute_spec(source["model"]))
+    cm = build_compiled(source, quant, data, meta)
+    training, step_records = run_training(cm, train, run_dir, out)
+    save_records(cm, run_dir, step_records, resume=train["resume"], previous=[],
+                 model_spec=absolute_spec(source["model"]))
     summary = {"model": source["model"], "run_dir": run_dir, "spec": cm.plan.spec.to_dict(),
                "sites": [{"name": s.name, "op": s.op, "w_bits": s.w_bits, "a_bits": s.a_bits} for s in cm.plan.sites],
                "accuracy": accuracies(cm), "training": training,
@@ -146,14 +169,19 @@ def compile_command(out: Output, source: dict, quant: dict, data: str, train: di
 @train_options(min_epochs=1)
 @reporting
 def finetune(out: Output, run_dir: Path, data: str | None, train: dict) -> Result:
-    """Continue training the quantized model saved in RUN_DIR (by `compile`), and save it back."""
-    from qcompile.run_dir import load_run, save_run
+    """Continue training the quantized model saved in RUN_DIR (by `compile`), and save it back.
+
+    The method and its options (e.g. MetaQuant's --meta) are the ones the run was compiled with.
+    """
+    from qcompile.report import HISTORY, read_run
+    from qcompile.run_dir import load_run
 
     cm = load_run(run_dir)
+    previous = read_run(run_dir).steps if (run_dir / HISTORY).is_file() else []
     ensure_data(cm, data)
     before = cm.evaluate()
-    training = run_training(cm, train, run_dir, out)
-    save_run(cm, run_dir)
+    training, step_records = run_training(cm, train, run_dir, out)
+    save_records(cm, run_dir, step_records, resume=train["resume"], previous=previous)
     summary = {"run_dir": run_dir, "spec": cm.plan.spec.to_dict(), "accuracy_before": before,
                "accuracy": accuracies(cm), "training": training}
     return Result(summary, render_summary)
@@ -185,9 +213,13 @@ def render_summary(console: Console, r: dict[str, Any]) -> None:
         s = r["spec"]
         a_bits = "float" if s["a_bits"] is None else s["a_bits"]
         pairs.append(("quantization", f"{s['method']}: W{s['w_bits']} A{a_bits}, {s['quantizer']}"))
+        if s.get("method_options"):
+            pairs.append(("method options", method_options_text(s["method_options"])))
     if r.get("training"):
         t = r["training"]
         pairs.append(("training", f"{t['epochs']} epoch(s), {t['steps']} steps, {t['seconds']:.1f}s"))
+        for name, m in t.get("extra_metrics", {}).items():
+            pairs.append((f"  {name}", f"{m['first']:.4g} → {m['last']:.4g} (min {m['min']:.4g}, max {m['max']:.4g})"))
     elif "training" in r:
         pairs.append(("training", "none (calibration only)"))
     acc = r.get("accuracy")
