@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import fx
 from torch.fx.passes.infra.pass_manager import PassManager
 
+from qcompile.errors import ActionableError
 from qcompile.plan import QuantPlan
 from qcompile.passes.attach_batchnorm import AttachBatchNorm
 from qcompile.passes.base import GraphPass, reports
@@ -33,6 +34,11 @@ def export_passes(extra: list[GraphPass] = ()) -> list[GraphPass]:
 def run_passes(gm: fx.GraphModule, passes: list[GraphPass]) -> tuple[fx.GraphModule, list[dict]]:
     """Run ``passes`` in order; return the module and the reports they added."""
     before = len(reports(gm))
-    result = PassManager(passes=list(passes))(gm)
+    try:
+        result = PassManager(passes=list(passes))(gm)
+    except Exception as exc:  # PassManager wraps failures in a bare Exception: surface actionable ones
+        if isinstance(exc.__cause__, ActionableError):
+            raise exc.__cause__ from None
+        raise
     gm = result.graph_module
     return gm, reports(gm)[before:]

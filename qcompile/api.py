@@ -54,7 +54,9 @@ class CompiledModel:
         self.data = data
         self.leaf_modules = list(leaf_modules)
         self.reports = list(reports or [])
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # per-epoch records of every finetune call, tagged with its "stage"
+        self.stages = 0  # finetune calls started (a resumed call continues its stage)
+        self.open_stage: int | None = None  # the stage a stopped (resumable) finetune call left unfinished
         self.data_spec: str | None = None  # the spec string data came from, so a saved run can reload it
         self.model_spec: str | None = None  # likewise for the model ('file.py:factory'), when given as a string
 
@@ -142,8 +144,19 @@ class CompiledModel:
         result = finetune(self.graph_module, splits.train, splits.test, config, strategy=self.method.step_strategy(),
                           teacher=teacher, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                           callbacks=(freeze_ranges,))
-        self.history.extend(result.history)
+        self._record(result, resume)
         return result
+
+    def _record(self, result: TrainResult, resume: bool) -> None:
+        """Add a finetune call's epochs to ``history``. A resumed call reports the epochs of the call it
+        continues too, so it replaces that stage's records instead of adding them twice."""
+        if resume and self.open_stage is not None:
+            stage = self.open_stage
+        else:
+            stage, self.stages = self.stages, self.stages + 1
+        self.history = [h for h in self.history if h.get("stage", 0) != stage]
+        self.history += [{**h, "stage": stage} for h in result.history]
+        self.open_stage = None if result.completed else stage
 
     def evaluate(self, data: DatasetSplits | str | None = None, *, model: nn.Module | None = None) -> float:
         """Top-1 accuracy (in [0, 1]) of the quantized model (or ``model``) on the test split, in PyTorch."""

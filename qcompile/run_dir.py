@@ -42,6 +42,8 @@ def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
         "float_state": {k: v.cpu() for k, v in cm.float_model.state_dict().items()},
         "state": {k: v.cpu() for k, v in cm.graph_module.state_dict().items()},
         "history": json.dumps(cm.history),
+        "stages": cm.stages,
+        "open_stage": -1 if cm.open_stage is None else cm.open_stage,
     }
     atomic_write(run_dir / QMODEL, lambda f: torch.save(payload, f))
     plan_text = json.dumps(cm.plan.to_dict(), indent=2)
@@ -84,4 +86,6 @@ def load_run(run_dir: str | Path):
     cm.data_spec = payload["data"]
     cm.model_spec = payload["model"]
     cm.history = json.loads(payload["history"])
+    cm.stages = payload.get("stages", 0)
+    cm.open_stage = None if payload.get("open_stage", -1) < 0 else payload["open_stage"]
     return cm

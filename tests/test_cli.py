@@ -298,3 +298,18 @@ def test_demo_json(tmp_path):
     assert rows["W4A8"]["file_bytes"] < rows["fp32"]["file_bytes"] / 3
     assert rows["W1A8 BWN"]["file_bytes"] < rows["W4A8"]["file_bytes"]
     assert report["seconds"] < 60
+
+
+def test_resumed_finetune_records_each_epoch_once(tmp_path):
+    """A finetune stopped by --max-steps and then resumed keeps one history record per epoch."""
+    import qcompile
+    from conftest import TinyBNNet
+
+    cm = qcompile.compile(TinyBNNet(), input_shape=(1, 1, 8, 8), w_bits=4, a_bits=8, data="digits")
+    ckpt = tmp_path / "ckpt"
+    cm.finetune(epochs=1, progress=False, batch_size=64)  # stage 0, completed
+    first = cm.finetune(epochs=2, max_steps=30, checkpoint_dir=ckpt, progress=False, batch_size=64)
+    assert not first.completed and cm.open_stage == 1
+    cm.finetune(epochs=2, checkpoint_dir=ckpt, resume=True, progress=False, batch_size=64)
+    assert cm.open_stage is None
+    assert [(h["stage"], h["epoch"]) for h in cm.history if h["stage"] == 1] == [(1, 0), (1, 1)]

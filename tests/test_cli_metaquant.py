@@ -84,7 +84,6 @@ def test_meta_flags_with_another_method_are_an_error_with_a_hint(model, method):
     assert "add --method metaquant" in doc["error"]["hint"]
 
 
-@pytest.mark.xfail(reason="torch.fx's PassManager wraps the plug-in's ConfigError in a bare Exception (exit 1)")
 def test_metaquant_with_a_quantizer_it_cannot_wrap_is_refused(model):
     doc = invoke_json("inspect", *model["args"], "--method", "metaquant", "--quantizer", "uniform", expect=2)
     assert "dorefa" in doc["error"]["hint"]
