@@ -28,7 +28,8 @@ from qcompile.passes.sites import float_ops, propagate_shapes
 from qcompile.passes.trace import example_inputs_for, trace
 from qcompile.plan import QuantPlan, QuantSpec, build_plan
 from qcompile.quantizers import ActivationQuantizer
-from qcompile.train import TrainConfig, TrainResult, evaluate, finetune
+from qcompile.train import Batches, TrainConfig, TrainResult, evaluate, finetune
+from qcompile.train.batchnorm_stats import reestimate_batchnorm
 from qcompile.version import __version__
 
 
@@ -106,28 +107,30 @@ class CompiledModel:
             return 0
         splits = self._data(data)
         gm = self.graph_module
-        device = next(gm.parameters()).device
         modes = [(m, m.training) for m in gm.modules()]
         gm.eval()
         for q in quantizers:
             q.train()
-        mean = torch.tensor(splits.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(splits.std, device=device).view(1, -1, 1, 1)
-        n = min(len(splits.train), batches * batch_size)
+        seen = 0
         try:
-            for start in range(0, n, batch_size):
-                x = torch.from_numpy(splits.train.x[start:start + batch_size]).to(device)
-                gm((x - mean) / std)
+            device = next(gm.parameters()).device
+            for i, (inputs, _) in enumerate(Batches(splits.train, batch_size, device, splits.mean, splits.std).in_order()):
+                if i >= batches:
+                    break
+                gm(inputs)
+                seen += len(inputs)
         finally:
             for m, training in modes:
                 m.training = training
-        return n
+        return seen
 
     def finetune(self, data: DatasetSplits | str | None = None, *, config: TrainConfig | None = None,
-                 freeze_act_after: int = 1, checkpoint_dir: str | Path | None = None, resume: bool = False,
-                 progress: bool = True, **train_options: Any) -> TrainResult:
+                 freeze_act_after: int = 1, bn_reestimate_batches: int = 64, checkpoint_dir: str | Path | None = None,
+                 resume: bool = False, progress: bool = True, **train_options: Any) -> TrainResult:
         """QAT on ``data``; activation ranges follow an EMA for ``freeze_act_after`` epochs, then freeze.
 
+        After training, BatchNorm statistics are re-estimated with the final weights on
+        ``bn_reestimate_batches`` training batches (0 = off; see :mod:`qcompile.train.batchnorm_stats`).
         ``train_options`` are :class:`~qcompile.train.TrainConfig` fields (epochs, lr, optimizer, kd_alpha, ...).
         """
         splits = self._data(data)
@@ -145,6 +148,12 @@ class CompiledModel:
                           teacher=teacher, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                           callbacks=(freeze_ranges,))
         self._record(result, resume)
+        if result.completed and bn_reestimate_batches > 0:
+            reestimate_batchnorm(self.graph_module, splits.train, batches=bn_reestimate_batches,
+                                 batch_size=config.batch_size, mean=config.mean, std=config.std)
+            if splits.test is not None and result.history:
+                acc, loss = evaluate(self.graph_module, splits.test, mean=config.mean, std=config.std)
+                self.history[-1].update(test_acc_bn_reestimated=acc, test_loss_bn_reestimated=loss)
         return result
 
     def _record(self, result: TrainResult, resume: bool) -> None:

@@ -1,0 +1,53 @@
+"""BatchNorm re-estimation after QAT: recompute running statistics with the final weights.
+
+Why: during QAT a BatchNorm's running mean/var are an EMA over many steps whose quantized weights
+kept flipping (1-bit codes change sign; every change moves the next layer's input statistics), so
+in eval they can describe a network that no longer exists. One no-grad pass over training images
+with the final weights, BN in train mode with a cumulative average, fixes that (AIMET calls this
+BN re-estimation). Activation quantizers stay in eval mode: their frozen ranges are not touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from qcompile.train.loop import Batches
+
+
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, dataset: Any, *, batches: int = 64, batch_size: int = 64,
+                         mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> int:
+    """Reset and recompute every BatchNorm's running statistics on up to ``batches`` batches of
+    ``dataset`` (in order). Returns the number of images used (0 when the model has no BatchNorm)."""
+    bns = batchnorms(model)
+    if not bns or batches <= 0:
+        return 0
+    device = next(model.parameters()).device
+    modes = [(m, m.training) for m in model.modules()]
+    momenta = [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the pass, not an EMA
+        bn.train()
+    seen = 0
+    try:
+        for i, (inputs, _) in enumerate(Batches(dataset, batch_size, device, mean, std).in_order()):
+            if i >= batches:
+                break
+            model(inputs)
+            seen += len(inputs)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        for m, training in modes:
+            m.training = training
+    return seen
