@@ -2,10 +2,14 @@
 
     ClearMetadataAndDocStringPass → LowerDecodeWeight → RemoveUnusedNodesPass
       → DropUnusedOpsetImports → SetIRVersion → AttachMetadata
+      → DropDefaultAttributes → CompactModel
 
 The first and ``RemoveUnusedNodesPass`` are onnx_ir's own. Clearing node metadata drops the
 exporter's per-node stack traces and FX dumps: they were most of a small model's file and leak
-local source paths. ``export_pipeline(metadata)`` returns the passes in that order.
+local source paths. The last two shrink the file to little more than its tensors:
+``DropDefaultAttributes`` deletes attributes that restate ONNX defaults, and ``CompactModel``
+drops intermediate types (the passes before it read them), merges equal small constants and
+shortens names. ``export_pipeline(metadata)`` returns the passes in that order.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNodesPass
 
 from qcompile.export.onnx_passes.attach_metadata import AttachMetadata
+from qcompile.export.onnx_passes.compact import CompactModel
+from qcompile.export.onnx_passes.drop_default_attributes import DropDefaultAttributes
 from qcompile.export.onnx_passes.drop_unused_opsets import DropUnusedOpsetImports
 from qcompile.export.onnx_passes.lower_decode_weight import LowerDecodeWeight
 from qcompile.export.onnx_passes.set_ir_version import SetIRVersion
@@ -23,7 +29,8 @@ from qcompile.export.onnx_passes.set_ir_version import SetIRVersion
 
 def export_pipeline(metadata: Mapping[str, str]) -> list[ir.passes.PassBase]:
     return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), RemoveUnusedNodesPass(), DropUnusedOpsetImports(),
-            SetIRVersion(), AttachMetadata(metadata)]
+            SetIRVersion(), AttachMetadata(metadata), DropDefaultAttributes(), CompactModel()]
 
 
-__all__ = ["AttachMetadata", "DropUnusedOpsetImports", "LowerDecodeWeight", "SetIRVersion", "export_pipeline"]
+__all__ = ["AttachMetadata", "CompactModel", "DropDefaultAttributes", "DropUnusedOpsetImports", "LowerDecodeWeight",
+           "SetIRVersion", "export_pipeline"]

@@ -7,8 +7,10 @@ The frozen ops export each quantized weight as ``DecodeWeight(packed uint8, zero
       → DequantizeLinear(scale = multiplier, zero_point) → [Add(offset)]
 
 which yields the same integer-valued float32 weights as ``QuantCodes.integers()``. 1-bit codes
-have no ONNX type: their bytes stay uint8 (8 weights per byte, LSB first) and a small unpack
-subgraph (BitShift is unsigned-only, so it runs on uint8) feeds the same DequantizeLinear.
+have no ONNX type: their bytes stay uint8 (8 weights per byte, LSB first), stored as a column,
+and a three-node unpack (BitShift is unsigned-only, so it runs on uint8) feeds the same
+DequantizeLinear. Its constants are the same in every layer but the target shape, so
+``CompactModel`` later keeps one copy of each.
 """
 
 from __future__ import annotations
@@ -71,13 +73,16 @@ class LowerDecodeWeight(ir.passes.InPlacePass):
     1. 2-, 4- and 8-bit containers (codes of 2, 3–4 and 5–8 bits): the packed uint8 initializer is
        retyped in place to (U)INT2/(U)INT4/(U)INT8 with the logical weight shape; its bytes are not
        rewritten (they were packed LSB-first, ONNX's order);
-    2. 1-bit codes: the uint8 bytes stay; Unsqueeze → BitShift(RIGHT, 0..7) → BitwiseAnd(1) →
-       Reshape(−1) → [Slice(0, N)] → Reshape(shape) unpacks them to uint8 codes;
+    2. 1-bit codes: the uint8 bytes stay, reshaped to a ``[bytes, 1]`` column so that
+       BitShift(RIGHT, 0..7) broadcasts to ``[bytes, 8]`` without an Unsqueeze; BitwiseAnd(1) →
+       Reshape(shape) unpacks them to uint8 codes, with Reshape(−1) → Slice(0, N) before the last
+       Reshape only when N is not a multiple of 8 (padding bits in the last byte);
     3. codes are decoded by ``DequantizeLinear(codes, multiplier, zero_point)``, per-axis along
        axis 0 when the zero points differ between channels, else per-tensor; ``Add(offset)``
        follows when the offset is non-zero. The result replaces the node's output;
     4. the codes initializer records ``qcompile.bits`` (the true code width, e.g. 3 in a 4-bit
-       container) and ``qcompile.elements`` in its tensor metadata, for size reports;
+       container) in its tensor metadata, for size reports, and 1-bit codes also
+       ``qcompile.elements`` (their dims count bytes; other codes' dims are the weight shape);
     5. the int64 zero-point input is left unused (``RemoveUnusedNodesPass`` deletes it).
     """
 
@@ -98,9 +103,11 @@ class LowerDecodeWeight(ir.passes.InPlacePass):
         packed, zero_point = _const(packed_value, "packed weight"), _const(zp_value, "zero point")
         k = container_bits(bits)
         build = _Builder(graph, packed_value.name)
-        meta = {BITS_KEY: str(bits), ELEMENTS_KEY: str(math.prod(shape))}
+        meta = {BITS_KEY: str(bits)}
         if k == 1:
-            packed_value.const_value = ir.Tensor(packed, name=packed_value.name, metadata_props=meta)
+            meta[ELEMENTS_KEY] = str(math.prod(shape))
+            column = ir.Tensor(packed.reshape(-1, 1), name=packed_value.name, metadata_props=meta)
+            packed_value.const_value, packed_value.shape = column, ir.Shape(column.shape)
             codes, zp_dtype = self._unpack_bits(build, packed_value, shape), np.uint8
         else:
             dtype, zp_dtype = _CODE_TYPES[(k, signed)]
@@ -132,14 +139,13 @@ class LowerDecodeWeight(ir.passes.InPlacePass):
 
     @staticmethod
     def _unpack_bits(build: _Builder, packed: ir.Value, shape: tuple[int, ...]) -> ir.Value:
-        """Rule 2: uint8 bytes → uint8 codes of ``shape``, bit i of a byte being element 8·byte + i."""
+        """Rule 2: a uint8 ``[bytes, 1]`` column → uint8 codes of ``shape``; bit i of byte b is element 8·b + i."""
         n = math.prod(shape)
-        column = build.op("Unsqueeze", [packed, build.const("unpack_axes", np.array([1], np.int64))], "bytes")
-        shifted = build.op("BitShift", [column, build.const("unpack_shifts", np.arange(8, dtype=np.uint8))],
+        shifted = build.op("BitShift", [packed, build.const("unpack_shifts", np.arange(8, dtype=np.uint8))],
                            "shifted", direction="RIGHT")
         bits = build.op("BitwiseAnd", [shifted, build.const("unpack_mask", np.array(1, np.uint8))], "bits")
-        flat = build.op("Reshape", [bits, build.const("unpack_flat", np.array([-1], np.int64))], "flat")
         if packed.shape[0] * 8 != n:
-            flat = build.op("Slice", [flat, build.const("unpack_start", np.array([0], np.int64)),
-                                      build.const("unpack_end", np.array([n], np.int64))], "sliced")
-        return build.op("Reshape", [flat, build.const("unpack_shape", np.array(shape, np.int64))], "codes")
+            flat = build.op("Reshape", [bits, build.const("unpack_flat", np.array([-1], np.int64))], "flat")
+            bits = build.op("Slice", [flat, build.const("unpack_start", np.array([0], np.int64)),
+                                         build.const("unpack_end", np.array([n], np.int64))], "sliced")
+        return build.op("Reshape", [bits, build.const("unpack_shape", np.array(shape, np.int64))], "codes")
