@@ -181,7 +181,11 @@ class CompiledModel:
         return gm
 
     def metadata(self) -> dict[str, str]:
+        """The artifact's ``metadata_props`` (JSON without spaces: it is stored in every file)."""
         import json
+
+        def compact(value) -> str:
+            return json.dumps(value, separators=(",", ":"))
 
         shape = list(self.example_inputs[0].shape)
         layers = [{"name": s.name, "op": s.op, "w_bits": s.w_bits, "a_bits": s.a_bits,
@@ -190,10 +194,10 @@ class CompiledModel:
         return {
             "qcompile.version": __version__,
             "qcompile.method": self.method.name,
-            "qcompile.layers": json.dumps(layers),
-            "qcompile.input": json.dumps({"shape": [None, *shape[1:]], "dtype": "float32",
+            "qcompile.layers": compact(layers),
+            "qcompile.input": compact({"shape": [None, *shape[1:]], "dtype": "float32",
                                           "mean": list(d.mean) if d else None, "std": list(d.std) if d else None}),
-            "qcompile.classes": json.dumps(list(d.classes) if d else []),
+            "qcompile.classes": compact(list(d.classes) if d else []),
         }
 
     def export(self, path: str | Path, opset: int | None = None):
