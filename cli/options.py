@@ -192,8 +192,8 @@ def _flag(name: str, value: Any) -> str:
     return name
 
 
-def data_option(required: bool, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option("--data", "-d", required=required, metavar="SPEC", default=None,
+def data_option(required: bool, help: str, default: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--data", "-d", required=required, metavar="SPEC", default=default, show_default=default is not None,
                         help=f"{help} One of: digits | mnist:DIR | folder:DIR[?size=N] | npz:FILE.")
 
 

@@ -93,8 +93,18 @@ class CompiledModel:
             self.data_spec = data
         if resolved is None:
             raise ConfigError("this step needs data", hint="pass data='digits' | 'mnist:PATH' | 'folder:PATH' | 'npz:PATH' (CLI: --data)")
+        self._check_data_shape(resolved)
         self.data = resolved
         return resolved
+
+    def _check_data_shape(self, splits: DatasetSplits) -> None:
+        """Images must have the example input's per-sample shape: catch it here, not deep in a conv."""
+        expected = tuple(self.example_inputs[0].shape[1:])
+        if tuple(splits.input_shape) != expected:
+            got, want = "×".join(map(str, splits.input_shape)), "×".join(map(str, expected))
+            raise ConfigError(f"the data's images are {got} but the model's example input is {want}",
+                              hint="pass --data that matches the model (e.g. mnist:DIR for 1×28×28), or --input-shape "
+                                   f"1,{','.join(map(str, splits.input_shape))}")
 
     def activation_quantizers(self) -> list[ActivationQuantizer]:
         return [m for m in self.graph_module.modules() if isinstance(m, ActivationQuantizer)]

@@ -313,3 +313,15 @@ def test_resumed_finetune_records_each_epoch_once(tmp_path):
     cm.finetune(epochs=2, checkpoint_dir=ckpt, resume=True, progress=False, batch_size=64)
     assert cm.open_stage is None
     assert [(h["stage"], h["epoch"]) for h in cm.history if h["stage"] == 1] == [(1, 0), (1, 1)]
+
+
+def test_compile_defaults_to_digits_and_rejects_mismatched_data(tmp_path):
+    """No --data: scikit-learn's bundled digits; a model whose input shape differs gets a clear error."""
+    model = tmp_path / "m.py"
+    model.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(cli, ["compile", f"{model}:build", "--input-shape", "1,1,28,28", "--out", str(out),
+                                      "--epochs", "0", "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "images are 1×8×8 but the model's example input is 1×28×28" in result.output
+    assert not out.exists()

@@ -131,7 +131,9 @@ def check_out_path(out_path: Path) -> None:
 @model_source
 @quant_options
 @metaquant_options
-@data_option(required=True, help="Data for calibration and finetuning; its test split scores the result.")
+@data_option(required=False, default="digits",
+             help="Data for calibration and finetuning; its test split scores the result. The default, scikit-learn's "
+                  "bundled digits (1×8×8), needs no files.")
 @train_options(min_epochs=0)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to save the run for `finetune`/`export` [default: runs/<out stem>].")
