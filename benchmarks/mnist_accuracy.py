@@ -79,10 +79,11 @@ def render(record: dict) -> str:
         return final
     epochs = max(len(r["history"]) for r in trained)
     per_epoch = common.markdown_table(
-        ["model", *(f"epoch {e + 1} train / test %" for e in range(epochs)), "test % after BN re-estimation"],
+        ["model", *(f"epoch {e + 1} train / test %" for e in range(epochs)), "test % when finetune returns"],
         [[r["name"], *(f"{100 * h['train_acc']:.1f} / {pct(h['test_acc'])}" for h in r["history"]),
-          pct(r["history"][-1].get("test_acc_bn_reestimated"))] for r in trained])
-    return f"{final}\n\nPer epoch (train: running mean in train mode; test: eval mode after the epoch):\n\n{per_epoch}"
+          pct(r["qat_acc_torch"])] for r in trained])
+    return (f"{final}\n\nPer epoch (train: running mean in train mode; test: eval mode after the epoch; the last "
+            f"column is after finetune's post-training steps, e.g. BatchNorm re-estimation):\n\n{per_epoch}")
 
 
 def main() -> None:
