@@ -24,18 +24,11 @@ class ActivationQuantizer(Quantizer):
         if not 2 <= bits <= 8:
             raise ValueError(f"activation quantizers support 2..8 bits, got {bits}")
         self.bits, self.signed, self.momentum = bits, signed, momentum
+        self.qmin, self.qmax = int_range(bits, signed)
         self.register_buffer("running_min", torch.zeros(()))
         self.register_buffer("running_max", torch.zeros(()))
         self.register_buffer("calibrated", torch.tensor(False))
         self.register_buffer("frozen", torch.tensor(False))
-
-    @property
-    def qmin(self) -> int:
-        return int_range(self.bits, self.signed)[0]
-
-    @property
-    def qmax(self) -> int:
-        return int_range(self.bits, self.signed)[1]
 
     def observe(self, x: torch.Tensor) -> None:
         lo, hi = x.detach().min().float(), x.detach().max().float()
