@@ -13,18 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from qcompile.passes.exact_pooling import Float64GlobalPool, float64_mean
 from qcompile.passes.graph_utils import module_of
 
 _SOURCE_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softmax, nn.Hardsigmoid)
 _KEEPING_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
                     nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Dropout2d,
-                    nn.Identity, nn.Unflatten)
+                    nn.Identity, nn.Unflatten, Float64GlobalPool)
 _SOURCE_FUNCS = {F.relu, torch.relu, F.relu6, torch.sigmoid, F.sigmoid, F.softmax, torch.softmax,
                  torch.abs, F.hardsigmoid}
 _KEEPING_FUNCS = {F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
                   F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.flatten, F.dropout, torch.cat,
                   torch.reshape, operator.add, operator.mul, torch.add, torch.mul, operator.getitem,
-                  torch.mean, torch.sum}
+                  torch.mean, torch.sum, float64_mean}
 _SOURCE_METHODS = {"relu", "sigmoid", "abs", "softmax"}
 _KEEPING_METHODS = {"view", "reshape", "flatten", "mean", "sum", "contiguous", "squeeze", "unsqueeze",
                     "permute", "transpose", "add", "mul"}

@@ -1,6 +1,7 @@
 """Pipelines: the ordered pass lists qcompile runs, readable in one place.
 
     quantize:  InsertWeightQuantizers → InsertActivationQuantizers → AttachBatchNorm
+               (→ ExactGlobalPooling when activations are quantized)
     export:    StripForExport → FoldBatchNorm   (then the ONNX back end)
 
 Run with torch.fx's ``PassManager``; each pass's report lands in ``gm.meta``.
@@ -15,6 +16,7 @@ from qcompile.errors import ActionableError
 from qcompile.plan import QuantPlan
 from qcompile.passes.attach_batchnorm import AttachBatchNorm
 from qcompile.passes.base import GraphPass, reports
+from qcompile.passes.exact_pooling import ExactGlobalPooling
 from qcompile.passes.fold_batchnorm import FoldBatchNorm
 from qcompile.passes.insert_activation_quantizers import InsertActivationQuantizers
 from qcompile.passes.insert_weight_quantizers import (QuantizerFactory, InsertWeightQuantizers,
@@ -24,7 +26,8 @@ from qcompile.passes.strip_for_export import StripForExport
 
 def quantize_passes(plan: QuantPlan, factory: QuantizerFactory = default_weight_quantizer,
                     extra: list[GraphPass] = ()) -> list[GraphPass]:
-    return [InsertWeightQuantizers(plan, factory), InsertActivationQuantizers(plan), AttachBatchNorm(), *extra]
+    exact = [ExactGlobalPooling()] if any(site.a_bits for site in plan.sites) else []
+    return [InsertWeightQuantizers(plan, factory), InsertActivationQuantizers(plan), AttachBatchNorm(), *exact, *extra]
 
 
 def export_passes(extra: list[GraphPass] = ()) -> list[GraphPass]:

@@ -14,6 +14,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from qcompile.quantized_ops import QUANTIZABLE, QuantizedOp
+from qcompile.passes.exact_pooling import Float64GlobalPool
 from qcompile.passes.graph_utils import module_of
 
 _FLOAT_REASONS: list[tuple[tuple[type, ...], str]] = [
@@ -22,6 +23,7 @@ _FLOAT_REASONS: list[tuple[tuple[type, ...], str]] = [
      "elementwise activation: runs in float on dequantized values; the next quantized op quantizes its output"),
     ((nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
       nn.AdaptiveMaxPool2d), "pooling has no weights: runs in float"),
+    ((Float64GlobalPool,), "global average pool: runs in float64 so every runtime rounds it alike"),
     ((nn.Flatten, nn.Identity, nn.Unflatten), "reshape only"),
     ((nn.Dropout, nn.Dropout2d), "training only: removed at export"),
     ((nn.Softmax, nn.LogSoftmax), "output normalisation: kept in float"),

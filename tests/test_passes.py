@@ -208,3 +208,29 @@ def test_attach_batchnorm_makes_folding_bitwise_exact(tiny_net):
         assert torch.equal(folded(x), ref)  # not just close: identical
     assert folded.conv1.attached_bn is None
     assert not any(isinstance(m, AttachedBatchNorm) for m in folded.modules())
+
+
+def test_exact_global_pooling_rewrites_means_and_keeps_values(tiny_net):
+    from qcompile.passes.exact_pooling import ExactGlobalPooling, Float64GlobalPool
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = copy.deepcopy(tiny_net)
+            self.avg = nn.AvgPool2d(2)
+
+        def forward(self, x):
+            return self.body(x) + self.avg(x).mean((2, 3)).sum(1, keepdim=True)
+
+    gm = trace(Net().eval())
+    ref = gm(X)
+    p = ExactGlobalPooling()
+    assert p(gm).modified
+    assert isinstance(gm.body.pool, Float64GlobalPool)
+    assert p.report["left"] == [{"node": "avg", "reason": "windowed average pooling stays float32"}]
+    assert "float64_mean" in gm.code
+    assert torch.allclose(gm(X), ref, atol=1e-6) and gm(X).dtype == torch.float32
+    # the pipeline adds it only when activations are quantized, and signedness still sees through it
+    q = quantized(tiny_net, w_bits=4, a_bits=8)
+    assert isinstance(q.pool, Float64GlobalPool) and not q.fc.input_quantizer.signed
+    assert not isinstance(quantized(tiny_net, w_bits=4, a_bits=None).pool, Float64GlobalPool)
