@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qcompile.errors import ConfigError
+from qcompile.validation import is_int, is_number, require
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
@@ -99,53 +100,40 @@ def _as_floats(name: str, values: Any) -> tuple[float, ...] | None:
         ) from None
 
 
-def _require(ok: bool, message: str, hint: str) -> None:
-    if not ok:
-        raise ConfigError(message, hint=hint)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _validate(c: TrainConfig) -> None:
-    _require(_is_int(c.epochs) and c.epochs >= 1, f"epochs must be an integer >= 1, got {c.epochs!r}",
+    require(is_int(c.epochs) and c.epochs >= 1, f"epochs must be an integer >= 1, got {c.epochs!r}",
              "set epochs to the number of passes over the training set, e.g. epochs=10")
-    _require(_is_int(c.batch_size) and c.batch_size >= 1,
+    require(is_int(c.batch_size) and c.batch_size >= 1,
              f"batch_size must be an integer >= 1, got {c.batch_size!r}", "e.g. batch_size=64")
-    _require(_is_number(c.lr) and c.lr > 0, f"lr must be a positive number, got {c.lr!r}",
+    require(is_number(c.lr) and c.lr > 0, f"lr must be a positive number, got {c.lr!r}",
              "finetuning typically uses lr=1e-3 (adam) or lr=1e-2 (sgd)")
-    _require(c.optimizer in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}",
+    require(c.optimizer in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}",
              f"accepted optimizers: {', '.join(OPTIMIZERS)}")
-    _require(_is_number(c.momentum) and 0.0 <= c.momentum < 1.0,
+    require(is_number(c.momentum) and 0.0 <= c.momentum < 1.0,
              f"momentum must be in [0, 1), got {c.momentum!r}", "e.g. momentum=0.9 with optimizer='sgd'")
-    _require(_is_number(c.weight_decay) and c.weight_decay >= 0,
+    require(is_number(c.weight_decay) and c.weight_decay >= 0,
              f"weight_decay must be >= 0, got {c.weight_decay!r}", "e.g. weight_decay=5e-4, or 0 to disable")
-    _require(c.schedule in SCHEDULES, f"unknown schedule {c.schedule!r}",
+    require(c.schedule in SCHEDULES, f"unknown schedule {c.schedule!r}",
              f"accepted schedules: {', '.join(SCHEDULES)}")
-    _require(_is_int(c.step_size) and c.step_size >= 1,
+    require(is_int(c.step_size) and c.step_size >= 1,
              f"step_size must be an integer >= 1 (epochs), got {c.step_size!r}",
              "with schedule='step' the lr is multiplied by gamma every step_size epochs")
-    _require(_is_number(c.gamma) and c.gamma > 0, f"gamma must be > 0, got {c.gamma!r}", "e.g. gamma=0.1")
-    _require(_is_int(c.seed), f"seed must be an integer, got {c.seed!r}", "e.g. seed=0")
-    _require(isinstance(c.device, str) and bool(c.device),
+    require(is_number(c.gamma) and c.gamma > 0, f"gamma must be > 0, got {c.gamma!r}", "e.g. gamma=0.1")
+    require(is_int(c.seed), f"seed must be an integer, got {c.seed!r}", "e.g. seed=0")
+    require(isinstance(c.device, str) and bool(c.device),
              f"device must be a string, got {c.device!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    _require(_is_number(c.kd_alpha) and 0.0 <= c.kd_alpha <= 1.0,
+    require(is_number(c.kd_alpha) and 0.0 <= c.kd_alpha <= 1.0,
              f"kd_alpha must be in [0, 1], got {c.kd_alpha!r}",
              "kd_alpha weighs distillation against cross-entropy; 0 disables distillation")
-    _require(_is_number(c.kd_temperature) and c.kd_temperature > 0,
+    require(is_number(c.kd_temperature) and c.kd_temperature > 0,
              f"kd_temperature must be > 0, got {c.kd_temperature!r}", "e.g. kd_temperature=4.0")
-    _require(_is_int(c.checkpoint_every) and c.checkpoint_every >= 0,
+    require(is_int(c.checkpoint_every) and c.checkpoint_every >= 0,
              f"checkpoint_every must be an integer >= 0 (steps), got {c.checkpoint_every!r}",
              "0 checkpoints only at the end of each epoch")
-    _require(_is_int(c.eval_every) and c.eval_every >= 0,
+    require(is_int(c.eval_every) and c.eval_every >= 0,
              f"eval_every must be an integer >= 0 (epochs), got {c.eval_every!r}",
              "1 evaluates after every epoch; 0 only after the last")
-    _require(c.max_steps is None or (_is_int(c.max_steps) and c.max_steps >= 1),
+    require(c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1),
              f"max_steps must be None or an integer >= 1, got {c.max_steps!r}",
              "leave max_steps=None to train for all epochs")
     _validate_normalisation(c.mean, c.std)
@@ -153,9 +141,9 @@ def _validate(c: TrainConfig) -> None:
 
 def _validate_normalisation(mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
     hint = "pass both mean and std with one value per input channel, e.g. the dataset's mean/std"
-    _require((mean is None) == (std is None), "mean and std must be given together", hint)
+    require((mean is None) == (std is None), "mean and std must be given together", hint)
     if mean is None or std is None:
         return
-    _require(len(mean) == len(std) and len(mean) >= 1,
+    require(len(mean) == len(std) and len(mean) >= 1,
              f"mean has {len(mean)} values but std has {len(std)}", hint)
-    _require(all(s > 0 for s in std), f"std values must be > 0, got {tuple(std)}", hint)
+    require(all(s > 0 for s in std), f"std values must be > 0, got {tuple(std)}", hint)

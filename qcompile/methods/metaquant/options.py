@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qcompile.errors import ConfigError
+from qcompile.validation import is_int, is_number, require
 
 META_NETS = ("fc-grad", "multifc", "lstmfc")
 NONLINEARITIES = ("relu", "tanh")
@@ -79,31 +80,22 @@ class MetaQuantOptions:
         return cls(**data)
 
 
-def _require(ok: bool, message: str, hint: str) -> None:
-    if not ok:
-        raise ConfigError(message, hint=hint)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _validate(o: MetaQuantOptions) -> None:
-    _require(o.meta in META_NETS, f"unknown meta-network {o.meta!r}", f"choose one of {', '.join(META_NETS)}")
-    _require(_is_int(o.hidden) and o.hidden >= 1, f"hidden must be an integer >= 1, got {o.hidden!r}",
+    require(o.meta in META_NETS, f"unknown meta-network {o.meta!r}", f"choose one of {', '.join(META_NETS)}")
+    require(is_int(o.hidden) and o.hidden >= 1, f"hidden must be an integer >= 1, got {o.hidden!r}",
              "the paper uses hidden=100")
-    _require(o.layers is None or (_is_int(o.layers) and o.layers >= 1),
+    require(o.layers is None or (is_int(o.layers) and o.layers >= 1),
              f"layers must be an integer >= 1, got {o.layers!r}",
              "FC-Grad/MultiFC: 2 is the paper's 1→H→1; LSTMFC: 1 Linear after the LSTM")
-    _require(o.nonlinearity is None or o.nonlinearity in NONLINEARITIES,
+    require(o.nonlinearity is None or o.nonlinearity in NONLINEARITIES,
              f"unknown nonlinearity {o.nonlinearity!r}", f"choose none, {', '.join(NONLINEARITIES)}")
-    _require(isinstance(o.bias, bool), f"bias must be true or false, got {o.bias!r}", "the paper uses bias=false")
-    _require(o.forward_mode in FORWARD_MODES, f"unknown forward_mode {o.forward_mode!r}",
+    require(isinstance(o.bias, bool), f"bias must be true or false, got {o.bias!r}", "the paper uses bias=false")
+    require(o.forward_mode in FORWARD_MODES, f"unknown forward_mode {o.forward_mode!r}",
              "'paper' (Eq. 6, default) or 'reference' (the reference code's stale look-ahead)")
-    _require(isinstance(o.meta_lr, (int, float)) and not isinstance(o.meta_lr, bool) and o.meta_lr >= 0,
+    require(is_number(o.meta_lr) and o.meta_lr >= 0,
              f"meta_lr must be a number >= 0, got {o.meta_lr!r}", "the paper uses meta_lr=1e-3")
-    _require(isinstance(o.meta_lr_decay, bool), f"meta_lr_decay must be true or false, got {o.meta_lr_decay!r}",
+    require(isinstance(o.meta_lr_decay, bool), f"meta_lr_decay must be true or false, got {o.meta_lr_decay!r}",
              "true decays the meta lr with the base lr schedule")
-    _require(_is_int(o.chunk_size) and o.chunk_size >= 0,
+    require(is_int(o.chunk_size) and o.chunk_size >= 0,
              f"chunk_size must be an integer >= 0, got {o.chunk_size!r}",
              "e.g. 262144 weights per meta-net call; 0 keeps a whole layer's graph (fast, more memory)")
