@@ -1,21 +1,12 @@
-"""Errors a user can act on: every one says what is wrong and how to fix it."""
+"""The compiler's errors a user can act on: every one says what is wrong and how to fix it.
+
+They share :class:`ActionableError` (defined in the torch-free runtime, which the compiler depends on)
+with the runtime's errors, so the CLI treats both alike.
+"""
 
 from __future__ import annotations
 
-
-class ActionableError(Exception):
-    """An error a user can act on: ``message`` says what is wrong, ``hint`` how to fix it.
-
-    The base of both the compiler's errors and the torch-free runtime's (this module imports nothing).
-    """
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\nHow to fix: {self.hint}"
+from qcompile.runtime.errors import ActionableError
 
 
 class QCompileError(ActionableError):

@@ -1,3 +1,5 @@
-"""The package version, kept in one place so artifacts and the CLI agree."""
+"""The package version: one source, :mod:`qcompile.runtime.version` (shared with ``qcompile-runtime``)."""
 
-__version__ = "0.1.0"
+from qcompile.runtime.version import __version__
+
+__all__ = ["__version__"]

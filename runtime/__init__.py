@@ -1,25 +1,36 @@
-"""Torch-free deployment runtime: load a qcompile ``.onnx`` artifact and run it with onnxruntime.
+"""Torch-free deployment runtime: load a qcompile artifact and run it with onnxruntime.
 
-Depends on onnxruntime and numpy only (and ``qcompile.version``), so it installs and imports on
-machines without torch or onnx. ``Session(path).predict(x)`` is the main entry point.
+Shipped on its own as the ``qcompile-runtime`` distribution (numpy + onnxruntime only), which the full
+``qcompile`` depends on. ``Session(path).predict(x)`` is the main entry point. Names are loaded on first
+use, so ``import qcompile.runtime.errors`` (which the compiler's errors build on) does not load
+onnxruntime.
 """
 
 from __future__ import annotations
 
-from qcompile.runtime.artifact import Artifact
-from qcompile.runtime.bench import measure_latency
-from qcompile.runtime.errors import ArtifactError, InputError, ProviderError, RuntimeFailure
-from qcompile.runtime.session import Session, resolve_providers
-from qcompile.version import __version__
+from qcompile.runtime.version import __version__
 
-__all__ = [
-    "Artifact",
-    "ArtifactError",
-    "InputError",
-    "ProviderError",
-    "RuntimeFailure",
-    "Session",
-    "__version__",
-    "measure_latency",
-    "resolve_providers",
-]
+_LAZY = {
+    "Artifact": "qcompile.runtime.artifact",
+    "ArtifactError": "qcompile.runtime.errors",
+    "InputError": "qcompile.runtime.errors",
+    "ProviderError": "qcompile.runtime.errors",
+    "RuntimeFailure": "qcompile.runtime.errors",
+    "Session": "qcompile.runtime.session",
+    "measure_latency": "qcompile.runtime.bench",
+    "resolve_providers": "qcompile.runtime.session",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'qcompile.runtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,12 +1,23 @@
-"""Errors from the deployment runtime, each saying what is wrong and how to fix it.
+"""Errors a user can act on, and the runtime's own kinds of them.
 
-:class:`~qcompile.errors.ActionableError` is the one base of every user-facing error in qcompile;
-``qcompile.errors`` imports nothing, so the runtime can share it and still run without torch.
+:class:`ActionableError` is the one base of every user-facing error in qcompile, compiler and runtime
+alike. It lives here, in the runtime (the distribution the compiler depends on, not the other way
+round), and this module imports nothing, so the runtime installs and runs without torch.
 """
 
 from __future__ import annotations
 
-from qcompile.errors import ActionableError
+
+class ActionableError(Exception):
+    """An error a user can act on: ``message`` says what is wrong, ``hint`` how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nHow to fix: {self.hint}"
 
 
 class RuntimeFailure(ActionableError):
