@@ -279,7 +279,7 @@ def bn_reestimated_accuracy(model, splits, images: int = BN_IMAGES) -> float:
     with torch.no_grad():
         for inputs, _ in Batches(head, 256, device, splits.mean, splits.std).in_order():
             probe(inputs)
-    return evaluate(probe, splits.test, mean=splits.mean, std=splits.std)[0]
+    return evaluate(probe, splits.test, mean=splits.mean, std=splits.std)["acc"]
 
 
 def train_one(plan: Plan, arm: Arm, seed: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def main() -> None:
     data = load_dataset(args.data)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer="adam", seed=args.seed, mean=data.mean, std=data.std)
     finetune(model, data.train, data.test, config)
-    acc, _ = evaluate(model, data.test, mean=data.mean, std=data.std)
+    acc = evaluate(model, data.test, mean=data.mean, std=data.std)["acc"]
     atomic_write(args.out, lambda f: torch.save(model.cpu().state_dict(), f))
     print(f"float test accuracy {acc:.2%}; weights in {args.out}")
 

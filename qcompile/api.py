@@ -5,7 +5,9 @@
     cm.export("model.onnx")
 
 Data flows one way: model → trace → plan → quantize passes → training → export passes → ONNX.
-The float model is kept (deep-copied) as the distillation teacher and the fp32 reference.
+The float model is kept (deep-copied) as the distillation teacher and the fp32 reference. What the
+model is trained and judged for is its task (:mod:`qcompile.tasks`): the method's when it names one,
+else ``compile(..., task=...)``, else classification.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from qcompile.passes.sites import float_ops, propagate_shapes
 from qcompile.passes.trace import example_inputs_for, trace
 from qcompile.plan import QuantPlan, QuantSpec, build_plan
 from qcompile.quantizers import ActivationQuantizer
+from qcompile.tasks import Task, get_task
 from qcompile.train import Batches, TrainConfig, TrainResult, evaluate, finetune
 from qcompile.train.batchnorm_stats import reestimate_batchnorm
 from qcompile.version import __version__
@@ -41,16 +44,30 @@ def _spec_of(data: DatasetSplits | str | None) -> str | None:
     return data if isinstance(data, str) else None
 
 
+def _choose_task(method: Method, requested: Task | str | None) -> Task:
+    """The method's task when it names one, else ``requested`` (default classification). A method trains
+    for its own task only, so asking it for another one is an error."""
+    own = method.task()
+    if own is None:
+        return get_task(requested)
+    task = get_task(requested if requested is not None else own)
+    if task.name != get_task(own).name:
+        raise ConfigError(f"method {method.name!r} trains for task {get_task(own).name!r}, not {task.name!r}",
+                          hint=f"drop task=..., or pass task={get_task(own).name!r}")
+    return task
+
+
 class CompiledModel:
     """A traced, quantized model plus everything needed to train, evaluate and export it."""
 
     def __init__(self, float_model: nn.Module, graph_module: fx.GraphModule, plan: QuantPlan, method: Method,
                  example_inputs: tuple[torch.Tensor, ...], data: DatasetSplits | None = None,
-                 leaf_modules: Sequence[str] = (), reports: list[dict] | None = None):
+                 leaf_modules: Sequence[str] = (), reports: list[dict] | None = None, task: Task | str | None = None):
         self.float_model = float_model
         self.graph_module = graph_module
         self.plan = plan
         self.method = method
+        self.task = get_task(task)
         self.example_inputs = example_inputs
         self.data = data
         self.leaf_modules = list(leaf_modules)
@@ -124,7 +141,8 @@ class CompiledModel:
         seen = 0
         try:
             device = next(gm.parameters()).device
-            for i, (inputs, _) in enumerate(Batches(splits.train, batch_size, device, splits.mean, splits.std).in_order()):
+            loader = Batches(splits.train, batch_size, device, splits.mean, splits.std, self.task)
+            for i, (inputs, _) in enumerate(loader.in_order()):
                 if i >= batches:
                     break
                 gm(inputs)
@@ -156,14 +174,14 @@ class CompiledModel:
 
         result = finetune(self.graph_module, splits.train, splits.test, config, strategy=self.method.step_strategy(),
                           teacher=teacher, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                          callbacks=(freeze_ranges,))
+                          callbacks=(freeze_ranges,), task=self.task)
         self._record(result, resume)
         if result.completed and bn_reestimate_batches > 0:
             reestimate_batchnorm(self.graph_module, splits.train, batches=bn_reestimate_batches,
-                                 batch_size=config.batch_size, mean=config.mean, std=config.std)
+                                 batch_size=config.batch_size, mean=config.mean, std=config.std, task=self.task)
             if splits.test is not None and result.history:
-                acc, loss = evaluate(self.graph_module, splits.test, mean=config.mean, std=config.std)
-                self.history[-1].update(test_acc_bn_reestimated=acc, test_loss_bn_reestimated=loss)
+                summary = evaluate(self.graph_module, splits.test, mean=config.mean, std=config.std, task=self.task)
+                self.history[-1].update({f"test_{k}_bn_reestimated": v for k, v in summary.items()})
         return result
 
     def _record(self, result: TrainResult, resume: bool) -> None:
@@ -178,10 +196,14 @@ class CompiledModel:
         self.open_stage = None if result.completed else stage
 
     def evaluate(self, data: DatasetSplits | str | None = None, *, model: nn.Module | None = None) -> float:
-        """Top-1 accuracy (in [0, 1]) of the quantized model (or ``model``) on the test split, in PyTorch."""
+        """The task's headline metric of the quantized model (or ``model``) on the test split, in PyTorch:
+        for classification, top-1 accuracy in [0, 1]."""
+        return self.metrics(data, model=model)[self.task.headline]
+
+    def metrics(self, data: DatasetSplits | str | None = None, *, model: nn.Module | None = None) -> dict[str, float]:
+        """The task's whole evaluation summary (classification: ``acc`` and ``loss``) on the test split."""
         splits = self._data(data)
-        acc, _ = evaluate(model or self.graph_module, splits.test, mean=splits.mean, std=splits.std)
-        return acc
+        return evaluate(model or self.graph_module, splits.test, mean=splits.mean, std=splits.std, task=self.task)
 
     # ----------------------------------------------------------------- export
     def deployable(self) -> fx.GraphModule:
@@ -230,12 +252,14 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
             per_channel: bool | None = None, first_layer: str = "quantize", last_layer: str = "quantize",
             layer_bits: dict[str, int] | None = None, method_options: dict | None = None,
             leaf_modules: Sequence[str] = (), data: DatasetSplits | str | None = None,
-            spec: QuantSpec | None = None) -> CompiledModel:
+            spec: QuantSpec | None = None, task: Task | str | None = None) -> CompiledModel:
     """Trace ``model``, plan and insert quantizers; returns a :class:`CompiledModel` ready to finetune.
 
     ``model`` is an ``nn.Module`` or a spec ``'file.py:factory'`` / ``'pkg.mod:attr'`` (with ``weights``).
     Give ``example_inputs`` or ``input_shape`` (batch included, e.g. ``(1, 1, 28, 28)``).
-    With ``data``, activation ranges are calibrated right away.
+    With ``data``, activation ranges are calibrated right away. ``task`` (a name or a
+    :class:`~qcompile.tasks.Task`) is what the model is trained for; a method that names its own task
+    decides it, and the default is classification.
     """
     float_model = copy.deepcopy(load_model(model, weights)).eval()
     if example_inputs is None:
@@ -252,7 +276,8 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     gm = trace(copy.deepcopy(float_model), leaf_modules)
     plan = build_plan(gm, spec)
     gm, reports = run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan)))
-    compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), _resolve_data(data), leaf_modules, reports)
+    compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), _resolve_data(data), leaf_modules, reports,
+                             _choose_task(plugin, task))
     compiled.data_spec = _spec_of(data)
     compiled.model_spec = model if isinstance(model, str) else None
     if compiled.data is not None:

@@ -1,11 +1,13 @@
-"""Does the exported file compute what PyTorch computes? Accuracy in both, and the largest logit gap.
+"""Does the exported file compute what PyTorch computes? The task's parity measure on both outputs.
 
 ``compare_onnx`` runs the same normalised test images through a PyTorch module (eval mode) and through
-an ONNX file in the torch-free runtime. It is the check behind ``qcompile compile``'s summary and the
-demo table: an export is only worth shipping if ORT's accuracy equals PyTorch's and the logits agree to
-float rounding. Inputs are normalised here (with the dataset's train statistics) rather than by the
-runtime, so a plain fp32 export without qcompile metadata can be compared the same way. torch is
-imported inside the functions that need it: ``normalise`` also serves the torch-free ``qcompile run``.
+an ONNX file in the torch-free runtime, then lets the task compare them (classification: accuracy in
+both, top-1 agreement and the largest logit gap; see ``qcompile.runtime.tasks``). It is the check
+behind ``qcompile compile``'s summary and the demo table: an export is only worth shipping if ORT's
+accuracy equals PyTorch's and the logits agree to float rounding. Inputs are normalised here (with the
+dataset's train statistics) rather than by the runtime, so a plain fp32 export without qcompile
+metadata can be compared the same way. torch is imported inside the functions that need it:
+``normalise`` also serves the torch-free ``qcompile run``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from qcompile.tasks import Task
 
 
 def normalise(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -45,22 +49,19 @@ def torch_logits(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.n
 
 def compare_onnx(model: nn.Module, onnx_path: str | Path, dataset: Any, mean: tuple[float, ...],
                  std: tuple[float, ...], batch_size: int = 256, providers: str = "auto",
-                 intra_op_threads: int | None = None) -> dict[str, Any]:
-    """Accuracy of ``model`` (PyTorch) and of ``onnx_path`` (onnxruntime) on ``dataset`` (``.x``/``.y``).
+                 intra_op_threads: int | None = None, task: Task | str | None = None) -> dict[str, Any]:
+    """The task's parity measure of ``model`` (PyTorch) against ``onnx_path`` (onnxruntime) on ``dataset``
+    (``.x``/``.y``), plus ``samples``.
 
-    Returns ``acc_torch``, ``acc_ort`` (in [0, 1]), ``max_abs_diff`` (largest |ORT − PyTorch| logit),
-    ``agreement`` (fraction of samples with the same top-1) and ``samples``.
+    For classification (the default ``task``): ``acc_torch``, ``acc_ort`` (in [0, 1]), ``max_abs_diff``
+    (largest |ORT − PyTorch| logit) and ``agreement`` (fraction of samples with the same top-1).
     """
     from qcompile.runtime import Session
+    from qcompile.tasks import get_task
 
+    measures = get_task(task).runtime()
     x = normalise(dataset.x, mean, std)
     reference = torch_logits(model, x, batch_size)
     deployed = Session(onnx_path, providers, intra_op_threads).predict(x, batch_size=batch_size, normalize=False)
-    top_ref, top_dep = reference.argmax(1), deployed.argmax(1)
-    return {
-        "acc_torch": float(np.mean(top_ref == dataset.y)),
-        "acc_ort": float(np.mean(top_dep == dataset.y)),
-        "max_abs_diff": float(np.max(np.abs(deployed.astype(np.float64) - reference))),
-        "agreement": float(np.mean(top_ref == top_dep)),
-        "samples": int(len(dataset.y)),
-    }
+    return {**measures.parity(reference, deployed, measures.targets(dataset.x, dataset.y)),
+            "samples": int(len(dataset.y))}

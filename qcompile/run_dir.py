@@ -39,6 +39,7 @@ def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
         "spec": json.dumps(cm.plan.spec.to_dict()),
         "leaf_modules": list(cm.leaf_modules),
         "data": cm.data_spec,
+        "task": cm.task.name,
         "float_state": {k: v.cpu() for k, v in cm.float_model.state_dict().items()},
         "state": {k: v.cpu() for k, v in cm.graph_module.state_dict().items()},
         "history": json.dumps(cm.history),
@@ -78,7 +79,8 @@ def load_run(run_dir: str | Path):
     model = load_model(payload["model"])
     model.load_state_dict(payload["float_state"])
     cm = compile_model(model, input_shape=[tuple(s) for s in payload["input_shapes"]],
-                       leaf_modules=payload["leaf_modules"], spec=QuantSpec.from_dict(json.loads(payload["spec"])))
+                       leaf_modules=payload["leaf_modules"], spec=QuantSpec.from_dict(json.loads(payload["spec"])),
+                       task=payload.get("task"))
     missing, unexpected = cm.graph_module.load_state_dict(payload["state"], strict=False)
     if missing or unexpected:
         raise ConfigError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}",

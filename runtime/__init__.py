@@ -16,8 +16,12 @@ _LAZY = {
     "InputError": "qcompile.runtime.errors",
     "ProviderError": "qcompile.runtime.errors",
     "RuntimeFailure": "qcompile.runtime.errors",
+    "RuntimeTask": "qcompile.runtime.tasks",
     "Session": "qcompile.runtime.session",
+    "TaskError": "qcompile.runtime.errors",
+    "get_runtime_task": "qcompile.runtime.tasks",
     "measure_latency": "qcompile.runtime.bench",
+    "register_runtime_task": "qcompile.runtime.tasks",
     "resolve_providers": "qcompile.runtime.session",
 }
 

@@ -34,3 +34,7 @@ class InputError(RuntimeFailure, ValueError):
 
 class ProviderError(RuntimeFailure):
     """A requested onnxruntime execution provider is not available on this machine."""
+
+
+class TaskError(RuntimeFailure):
+    """An unknown task name, or model outputs that the chosen task cannot score."""

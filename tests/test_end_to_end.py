@@ -88,7 +88,7 @@ def test_mnist_end_to_end(tmp_path, shared_data):
     ort_acc = float((pred == cm.data.test.y[:500]).mean())
     from qcompile.data import ArrayDataset
     from qcompile.train import evaluate
-    torch_acc, _ = evaluate(cm.deployable(), ArrayDataset(cm.data.test.x[:500], cm.data.test.y[:500]),
-                            mean=cm.data.mean, std=cm.data.std)
+    torch_acc = evaluate(cm.deployable(), ArrayDataset(cm.data.test.x[:500], cm.data.test.y[:500]),
+                         mean=cm.data.mean, std=cm.data.std)["acc"]
     assert ort_acc == pytest.approx(torch_acc, abs=1e-9)
     assert ort_acc > 0.3  # well above chance (0.1) after 60 steps from scratch

@@ -62,7 +62,8 @@ def run_training(cm, train: dict[str, Any], run_dir: Path, out: Output) -> tuple
     out.log(f"finetuning for {options['epochs']} epoch(s); checkpoints in {run_dir / CHECKPOINTS}")
     result = cm.finetune(checkpoint_dir=run_dir / CHECKPOINTS, resume=resume, progress=out.progress, **options)
     summary = {"epochs": options["epochs"], "steps": result.steps, "seconds": result.seconds,
-               "completed": result.completed, "final_test_acc": result.final_test_acc, "history": result.history,
+               "completed": result.completed, "final_test": result.final_test,
+               "final_test_acc": result.final_test_acc, "history": result.history,
                "extra_metrics": summarise_steps(result.step_records)}
     return summary, result.step_records
 
@@ -87,7 +88,7 @@ def export_artifacts(cm, out_path: Path, float_out: Path | None, out: Output) ->
     out.log(f"exporting {out_path}")
     report = cm.export(out_path)
     result: dict[str, Any] = {"out": out_path, "opset": report.opset, "onnx_passes": report.onnx_passes,
-                              "size": size_summary(out_path)}
+                              "size": size_summary(out_path), "task": cm.task.name}
     if float_out is not None:
         out.log(f"exporting fp32 reference {float_out}")
         cm.export_float(float_out)
@@ -96,7 +97,7 @@ def export_artifacts(cm, out_path: Path, float_out: Path | None, out: Output) ->
     splits = ensure_data(cm)
     if splits is not None:
         out.log(f"checking {out_path} in onnxruntime on {len(splits.test)} test samples")
-        result["parity"] = compare_onnx(cm.graph_module, out_path, splits.test, splits.mean, splits.std)
+        result["parity"] = compare_onnx(cm.graph_module, out_path, splits.test, splits.mean, splits.std, task=cm.task)
     return result
 
 
@@ -231,9 +232,9 @@ def render_summary(console: Console, r: dict[str, Any]) -> None:
             pairs.append(("quantized accuracy before", fmt.pct(r["accuracy_before"])))
         pairs.append(("quantized accuracy (PyTorch)", fmt.pct(acc["quantized_torch"])))
     if "parity" in r:
-        p = r["parity"]
-        pairs.append(("quantized accuracy (onnxruntime)", f"{fmt.pct(p['acc_ort'])} on {p['samples']} test samples"))
-        pairs.append(("max |ORT − PyTorch| logit", f"{p['max_abs_diff']:.2e}"))
+        from qcompile.runtime.tasks import get_runtime_task
+
+        pairs += get_runtime_task(r["task"]).parity_rows(r["parity"])
     for key, label in (("size", "ONNX"), ("float_size", "fp32 ONNX")):
         if key in r:
             pairs.append((f"{label} file", f"{r['float_out' if key == 'float_size' else 'out']}: "

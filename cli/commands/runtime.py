@@ -27,14 +27,18 @@ onnx_argument = click.argument("model", metavar="MODEL.onnx",
 @data_option(required=True, help="Dataset whose test split is scored.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=256, show_default=True,
               help="Samples per onnxruntime call.")
+@click.option("--task", default="classification", show_default=True, metavar="NAME",
+              help="How the outputs are scored (a registered task; classification reports top-1 accuracy).")
 @providers_option
 @reporting
-def run(out: Output, model: Path, data: str, batch_size: int, providers: str) -> Result:
-    """Accuracy of MODEL.onnx on the test split, in onnxruntime (no torch needed)."""
+def run(out: Output, model: Path, data: str, batch_size: int, task: str, providers: str) -> Result:
+    """Score MODEL.onnx on the test split in onnxruntime (classification: accuracy); no torch needed."""
     from qcompile.data import load_dataset
     from qcompile.parity import normalise
     from qcompile.runtime import Session
+    from qcompile.runtime.tasks import get_runtime_task
 
+    measures = get_runtime_task(task)
     session = Session(model, providers=PROVIDERS[providers])
     splits = load_dataset(absolute_spec(data))
     art = session.artifact
@@ -42,11 +46,11 @@ def run(out: Output, model: Path, data: str, batch_size: int, providers: str) ->
     mean, std = (art.mean, art.std) if art.mean is not None else (splits.mean, splits.std)
     x = normalise(splits.test.x, mean, std)
     started = time.perf_counter()
-    logits = session.predict(x, batch_size=batch_size)
+    outputs = session.predict(x, batch_size=batch_size)
     seconds = time.perf_counter() - started
-    correct = int((logits.argmax(1) == splits.test.y).sum())
-    report = {"model": model, "data": data, "accuracy": correct / len(splits.test), "correct": correct,
-              "samples": len(splits.test), "seconds": seconds, "samples_per_s": len(splits.test) / seconds,
+    scored = measures.report(outputs, measures.targets(splits.test.x, splits.test.y))
+    report = {"model": model, "data": data, "task": task, **scored, "samples": len(splits.test),
+              "seconds": seconds, "samples_per_s": len(splits.test) / seconds,
               "providers": session.providers, "normalization": "artifact" if art.mean is not None else "dataset",
               "method": art.method, "layers": list(art.layers)}
     return Result(report, render_run)
@@ -95,8 +99,10 @@ def size_summary(path: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- rendering
 def render_run(console: Console, r: dict[str, Any]) -> None:
+    from qcompile.runtime.tasks import get_runtime_task
+
     console.print(fmt.key_values(f"{r['model']} on {r['data']} (test split)", [
-        ("accuracy", f"{fmt.pct(r['accuracy'])} ({r['correct']:,}/{r['samples']:,})"),
+        *get_runtime_task(r["task"]).report_rows(r),
         ("throughput", f"{r['samples_per_s']:,.0f} samples/s ({r['seconds']:.2f}s)"),
         ("providers", ", ".join(r["providers"])),
         ("method", r["method"] or "— (no qcompile metadata)"),

@@ -15,6 +15,7 @@ from qcompile.quantizers import WeightQuantizer, make_weight_quantizer
 
 if TYPE_CHECKING:
     from qcompile.passes.base import GraphPass
+    from qcompile.tasks import Task
     from qcompile.train.strategy import StepStrategy
 
 
@@ -36,4 +37,9 @@ class Method:
 
     def step_strategy(self) -> StepStrategy | None:
         """None: the loop's standard step (forward, loss, backward, optimizer step)."""
+        return None
+
+    def task(self) -> str | Task | None:
+        """The task this method trains for (a registered name or a :class:`~qcompile.tasks.Task`, e.g. a
+        codec's rate–distortion task). None: whatever the model/API asks for (classification by default)."""
         return None

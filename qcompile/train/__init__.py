@@ -1,5 +1,6 @@
-"""Finetuning (QAT): a loop that owns data, devices, checkpoints and progress, and a
-:class:`StepStrategy` seam through which quantization methods own the training step."""
+"""Finetuning (QAT): a loop that owns data, devices, checkpoints and progress, a
+:class:`StepStrategy` seam through which quantization methods own the training step, and a
+:class:`~qcompile.tasks.Task` seam that owns what outputs mean (loss, metrics, evaluation)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,18 @@ from qcompile.train.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_che
 from qcompile.train.config import TrainConfig, resolve_device
 from qcompile.train.loop import Batches, TrainResult, TrainState, epoch_permutation, evaluate, finetune
 from qcompile.train.objective import Distillation, cross_entropy, kd_loss, make_objective
-from qcompile.train.strategy import (
-    StandardStep,
-    StepStrategy,
-    batch_accuracy,
-    build_optimizer,
-    build_scheduler,
-)
+from qcompile.train.strategy import StandardStep, StepOutput, StepStrategy, build_optimizer, build_scheduler
 
 __all__ = [
     "CHECKPOINT_NAME",
     "Batches",
     "Distillation",
     "StandardStep",
+    "StepOutput",
     "StepStrategy",
     "TrainConfig",
     "TrainResult",
     "TrainState",
-    "batch_accuracy",
     "build_optimizer",
     "build_scheduler",
     "checkpoint_path",

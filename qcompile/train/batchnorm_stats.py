@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qcompile.tasks import Task
 from qcompile.train.loop import Batches
 
 
@@ -24,9 +25,11 @@ def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 @torch.no_grad()
 def reestimate_batchnorm(model: nn.Module, dataset: Any, *, batches: int = 64, batch_size: int = 64,
-                         mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> int:
+                         mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                         task: Task | str | None = None) -> int:
     """Reset and recompute every BatchNorm's running statistics on up to ``batches`` batches of
-    ``dataset`` (in order). Returns the number of images used (0 when the model has no BatchNorm)."""
+    ``dataset`` (in order, in ``task``'s batch format). Returns the number of images used (0 when the
+    model has no BatchNorm)."""
     bns = batchnorms(model)
     if not bns or batches <= 0:
         return 0
@@ -40,7 +43,7 @@ def reestimate_batchnorm(model: nn.Module, dataset: Any, *, batches: int = 64, b
         bn.train()
     seen = 0
     try:
-        for i, (inputs, _) in enumerate(Batches(dataset, batch_size, device, mean, std).in_order()):
+        for i, (inputs, _) in enumerate(Batches(dataset, batch_size, device, mean, std, task).in_order()):
             if i >= batches:
                 break
             model(inputs)

@@ -64,9 +64,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_compatible(
-    payload: dict[str, Any], config: dict[str, Any], model_keys: list[str], n_train: int
+    payload: dict[str, Any], config: dict[str, Any], model_keys: list[str], n_train: int,
+    task: str = "classification",
 ) -> None:
-    """Raise ConfigError when resuming ``payload`` with this config/model/data would diverge."""
+    """Raise ConfigError when resuming ``payload`` with this config/model/data/task would diverge."""
+    saved_task = payload.get("task", "classification")  # checkpoints from before tasks were classification
+    if saved_task != task:
+        raise ConfigError(f"the checkpoint was trained for task {saved_task!r}, this run is for {task!r}",
+                          hint=f"resume with task={saved_task!r}, or start fresh with resume=False")
     saved = payload["config"]
     changed = sorted(
         k for k in set(saved) | set(config)

@@ -8,6 +8,9 @@ What it guarantees:
    done in the current epoch's permutation and continues exactly as if never interrupted.
 3. The step itself belongs to a :class:`~qcompile.train.strategy.StepStrategy`; the loop never
    touches optimizers.
+4. What outputs mean belongs to a :class:`~qcompile.tasks.Task` (default: classification): how
+   numpy arrays become tensors, the loss, per-batch metrics and the evaluation summary. The loop
+   only sums what the task reports: ``train_<metric>`` and ``test_<metric>`` in history.
 
 Callbacks ``cb(event, state)`` get ``'step_end'`` after every step and ``'epoch_end'`` after each
 epoch (after evaluation), both before that point's checkpoint is written, so changes a callback
@@ -25,10 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qcompile.errors import ConfigError, DataError
+from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
 from qcompile.train.config import TrainConfig, resolve_device
 from qcompile.train.objective import make_objective
@@ -54,26 +57,38 @@ Callback = Callable[[str, TrainState], None]
 
 @dataclass
 class TrainResult:
-    """Per-epoch history ({epoch, train_loss, train_acc, test_acc, test_loss, lr, seconds}),
-    per-step records of the strategy's extra metrics ({step, epoch, ...}), and the outcome."""
+    """Per-epoch history ({epoch, train_loss, train_<metric>, test_<metric>, test_loss, lr, seconds};
+    classification's metric is ``acc``), per-step records of the strategy's extra metrics ({step,
+    epoch, ...}), and the outcome: ``final_test`` is the task's evaluation summary of the model as
+    returned (None without a test set)."""
 
     history: list[dict[str, Any]]
     step_records: list[dict[str, Any]]
-    final_test_acc: float | None
-    final_test_loss: float | None
+    final_test: dict[str, float] | None
     steps: int
     seconds: float
     completed: bool
 
+    @property
+    def final_test_acc(self) -> float | None:
+        """Classification's final test accuracy (None without a test set or for other tasks)."""
+        return None if self.final_test is None else self.final_test.get("acc")
+
+    @property
+    def final_test_loss(self) -> float | None:
+        return None if self.final_test is None else self.final_test.get("loss")
+
 
 class Batches:
-    """Numpy dataset → normalised (inputs, targets) tensors on ``device``, in a given order."""
+    """Numpy dataset → (inputs, targets) tensors on ``device`` in the task's format, in a given order."""
 
     def __init__(self, dataset: Any, batch_size: int, device: torch.device,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 task: Task | str | None = None):
         self.x, self.y = _check_dataset(dataset)
         self.batch_size = batch_size
         self.device = device
+        self.task = get_task(task)
         self.mean, self.std = self._norm_tensors(mean, std)
 
     def __len__(self) -> int:
@@ -86,13 +101,7 @@ class Batches:
         for b in range(start, len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             idx = order[sl] if order is not None else sl
-            yield self._tensors(self.x[idx], self.y[idx])
-
-    def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-        if self.mean is not None:
-            inputs = (inputs - self.mean) / self.std
-        return inputs, torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
+            yield self.task.batch(self.x[idx], self.y[idx], self.device, self.mean, self.std)
 
     def _norm_tensors(self, mean, std) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if mean is None or std is None:
@@ -119,28 +128,28 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def evaluate(model: nn.Module, dataset: Any, batch_size: int = 256, device: str | torch.device | None = None,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> tuple[float, float]:
-    """(accuracy in [0, 1], mean cross-entropy) in eval mode under no_grad.
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             task: Task | str | None = None) -> dict[str, float]:
+    """The task's evaluation summary on ``dataset``, in eval mode under no_grad — for classification
+    ``{"acc": accuracy in [0, 1], "loss": mean cross-entropy}``.
 
     Every submodule's train/eval mode is restored afterwards, so a deliberately frozen
     BatchNorm inside a training model stays frozen.
     """
     device = torch.device(device) if device is not None else _model_device(model)
-    batches = Batches(dataset, batch_size, device, mean, std)
+    batches = Batches(dataset, batch_size, device, mean, std, task)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
-    correct, loss_sum = 0, 0.0
+    sums: dict[str, float] = {}
     try:
         with torch.no_grad():
             for inputs, targets in batches.in_order():
-                outputs = model(inputs)
-                loss_sum += F.cross_entropy(outputs, targets, reduction="sum").item()
-                correct += int((outputs.argmax(dim=1) == targets).sum().item())
+                for key, value in batches.task.evaluation_sums(model(inputs), targets).items():
+                    sums[key] = sums.get(key, 0) + value
     finally:
         for module, training in modes:
             module.training = training
-    n = len(batches.y)
-    return correct / n, loss_sum / n
+    return batches.task.summarise(sums, len(batches.y))
 
 
 @dataclass
@@ -190,14 +199,17 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    task: Task | str | None = None,
 ) -> TrainResult:
     """Finetune ``model`` on ``train`` (any object with numpy ``.x``/``.y``); see the module docstring.
 
-    ``strategy`` defaults to :class:`StandardStep`. The model is left on the training device,
-    in train mode.
+    ``strategy`` defaults to :class:`StandardStep`, ``task`` to classification. The model is left
+    on the training device, in train mode.
     """
     config = config or TrainConfig()
+    task = get_task(task)
     _check_arguments(config, teacher, checkpoint_dir, resume)
+    task.check_distillation(config.kd_alpha)
     started = time.perf_counter()
     device = resolve_device(config.device)
     ckpt.seed_everything(config.seed)
@@ -206,22 +218,20 @@ def finetune(
         teacher.to(device)
     strategy = strategy if strategy is not None else StandardStep()
     strategy.setup(model, config)
-    batches = Batches(train, config.batch_size, device, config.mean, config.std)
+    batches = Batches(train, config.batch_size, device, config.mean, config.std, task)
     if test is not None:
         _check_dataset(test, "test")
     path = ckpt.checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
-    run = _restore(path, model, strategy, config, len(batches.y)) if resume else _Run()
+    run = _restore(path, model, strategy, config, batches) if resume else _Run()
     trainer = _Trainer(model, batches, test, config, strategy, teacher, path, run, tuple(callbacks), device)
     with make_progress(progress, config.epochs) as display:
         if resume:
             display.message(f"resumed at epoch {run.epoch + 1}, step {run.global_step}")
         trainer.train(display)
-    final_acc, final_loss = trainer.final_test()
     return TrainResult(
         history=run.history,
         step_records=run.step_records,
-        final_test_acc=final_acc,
-        final_test_loss=final_loss,
+        final_test=trainer.final_test(),
         steps=run.global_step,
         seconds=time.perf_counter() - started,
         completed=run.epoch >= config.epochs,
@@ -235,7 +245,8 @@ class _Trainer:
         self.model, self.batches, self.test, self.config = model, batches, test, config
         self.strategy, self.path, self.run = strategy, path, run
         self.callbacks, self.device = callbacks, device
-        self.objective = make_objective(teacher, config.kd_alpha, config.kd_temperature)
+        self.task = batches.task
+        self.objective = make_objective(teacher, config.kd_alpha, config.kd_temperature, self.task)
         self._saved_at = self._position()  # a fresh start needs no save; a resume is already saved
 
     def train(self, display) -> None:
@@ -255,7 +266,9 @@ class _Trainer:
         mark = time.perf_counter()
         order = epoch_permutation(len(self.batches.y), self.config.seed, run.epoch)
         for inputs, targets in self.batches.in_order(order, start=run.step_in_epoch):
-            metrics = strategy.step(self.model, inputs, targets, self.objective)
+            out = strategy.step(self.model, inputs, targets, self.objective)
+            with torch.no_grad():
+                metrics = {"loss": out.loss, **self.task.batch_metrics(out.outputs, targets)}
             run.add(metrics, len(targets))
             run.step_in_epoch += 1
             run.global_step += 1
@@ -276,9 +289,9 @@ class _Trainer:
         """Evaluate, advance the strategy's schedule, record, notify, checkpoint."""
         run = self.run
         mark = time.perf_counter()
-        test_acc, test_loss = self.evaluate_test() if self.config.should_evaluate(run.epoch) else (None, None)
+        tested = self.evaluate_test() if self.config.should_evaluate(run.epoch) else None
         run.epoch_seconds += time.perf_counter() - mark
-        record = _epoch_record(run, self.strategy.lr, test_acc, test_loss)
+        record = _epoch_record(run, self.task, self.strategy.lr, tested)
         self.strategy.epoch_end(run.epoch)
         run.history.append(record)
         self._emit("epoch_end", record)
@@ -286,18 +299,18 @@ class _Trainer:
         run.next_epoch()
         self._save()
 
-    def evaluate_test(self) -> tuple[float | None, float | None]:
+    def evaluate_test(self) -> dict[str, float] | None:
         if self.test is None:
-            return None, None
+            return None
         c = self.config
-        return evaluate(self.model, self.test, c.batch_size, self.device, c.mean, c.std)
+        return evaluate(self.model, self.test, c.batch_size, self.device, c.mean, c.std, self.task)
 
-    def final_test(self) -> tuple[float | None, float | None]:
-        """Test metrics of the model as returned: the last epoch's, or evaluated now if stopped early."""
+    def final_test(self) -> dict[str, float] | None:
+        """Test summary of the model as returned: the last epoch's, or evaluated now if stopped early."""
         last = self.run.history[-1] if self.run.history else None
-        if self.run.step_in_epoch > 0 or last is None or last["test_acc"] is None:
+        if self.run.step_in_epoch > 0 or last is None or last.get("test_loss") is None:
             return self.evaluate_test()
-        return last["test_acc"], last["test_loss"]
+        return {key: last[f"test_{key}"] for key in self.task.empty_summary()}
 
     def _at_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
@@ -316,39 +329,41 @@ class _Trainer:
         position = self._position()
         if self.path is None or position == self._saved_at:
             return
-        ckpt.save_checkpoint(self.path, _payload(self.model, self.strategy, self.config, self.run,
-                                                 len(self.batches.y)))
+        ckpt.save_checkpoint(self.path, _payload(self.model, self.strategy, self.config, self.run, self.batches))
         self._saved_at = position
 
 
-def _epoch_record(run: _Run, lr: float, test_acc: float | None, test_loss: float | None) -> dict[str, Any]:
+def _epoch_record(run: _Run, task: Task, lr: float, tested: dict[str, float] | None) -> dict[str, Any]:
+    """``epoch``, ``train_loss``, ``train_<metric>`` (the task's, then any other), ``test_<key>`` of the
+    task's summary (None when not evaluated), ``lr``, ``seconds``."""
     means = run.means()
-    record: dict[str, Any] = {
-        "epoch": run.epoch, "train_loss": means.get("loss"), "train_acc": means.get("acc")
-    }
-    record.update({f"train_{k}": v for k, v in means.items() if k not in ("loss", "acc")})
-    record.update({"test_acc": test_acc, "test_loss": test_loss, "lr": lr, "seconds": run.epoch_seconds})
+    trained = ("loss", *task.metrics)
+    record: dict[str, Any] = {"epoch": run.epoch, **{f"train_{k}": means.get(k) for k in trained}}
+    record.update({f"train_{k}": v for k, v in means.items() if k not in trained})
+    record.update({f"test_{k}": v for k, v in (tested or task.empty_summary()).items()})
+    record.update({"lr": lr, "seconds": run.epoch_seconds})
     return record
 
 
-def _payload(model: nn.Module, strategy: StepStrategy, config: TrainConfig, run: _Run, n_train: int) -> dict:
+def _payload(model: nn.Module, strategy: StepStrategy, config: TrainConfig, run: _Run, batches: Batches) -> dict:
     return {
         "format": ckpt.FORMAT_VERSION,
         "model": model.state_dict(),
         "strategy": strategy.state_dict(),
         "config": config.to_dict(),
-        "n_train": n_train,
+        "task": batches.task.name,
+        "n_train": len(batches.y),
         "rng": ckpt.capture_rng(),
         **run.state_dict(),
     }
 
 
 def _restore(
-    path: Path | None, model: nn.Module, strategy: StepStrategy, config: TrainConfig, n_train: int
+    path: Path | None, model: nn.Module, strategy: StepStrategy, config: TrainConfig, batches: Batches
 ) -> _Run:
     assert path is not None  # guaranteed by _check_arguments
     payload = ckpt.load_checkpoint(path)
-    ckpt.check_compatible(payload, config.to_dict(), list(model.state_dict()), n_train)
+    ckpt.check_compatible(payload, config.to_dict(), list(model.state_dict()), len(batches.y), batches.task.name)
     model.load_state_dict(payload["model"])
     strategy.load_state_dict(payload["strategy"])
     ckpt.restore_rng(payload["rng"])

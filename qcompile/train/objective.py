@@ -1,14 +1,15 @@
-"""The training objective: cross-entropy, optionally blended with knowledge distillation.
+"""The training objective: the task's loss, optionally blended with distillation from a float teacher.
 
 An objective is a callable ``objective(outputs, targets, inputs) -> loss``. It receives the
 inputs so that distillation can run the teacher on the same batch; a StepStrategy never needs
 to know whether a teacher exists — it just calls the objective on its own forward's outputs.
 
-Distillation (Hinton et al., 2015), with temperature T and weight α:
+With a teacher and weight α, the objective is
 
-    loss = (1 − α)·CE(student, y) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))
+    loss = (1 − α)·task.loss(student, y) + α·task.distillation_loss(student, teacher, T)
 
-T² keeps the soft-target gradients on the same scale as the hard-target ones when T changes.
+where both terms belong to the task (for classification: cross-entropy and T²-scaled KL,
+:mod:`qcompile.tasks.classification`).
 """
 
 from __future__ import annotations
@@ -16,49 +17,44 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from qcompile.tasks import Task, get_task
+from qcompile.tasks.classification import cross_entropy, kd_loss
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-
-def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Plain mean cross-entropy; ``inputs`` is unused (part of the objective signature)."""
-    del inputs
-    return F.cross_entropy(outputs, targets)
-
-
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch."""
-    t = float(temperature)
-    log_p_student = F.log_softmax(student / t, dim=1)
-    log_p_teacher = F.log_softmax(teacher / t, dim=1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * (t * t)
+__all__ = ["Distillation", "Objective", "cross_entropy", "kd_loss", "make_objective"]
 
 
 class Distillation:
-    """Blend of CE and KD against a frozen teacher, run in eval mode without gradients."""
+    """The task's loss blended with its distillation loss against a frozen teacher (eval mode, no grad)."""
 
-    def __init__(self, teacher: nn.Module, alpha: float, temperature: float):
+    def __init__(self, teacher: nn.Module, alpha: float, temperature: float, task: Task | str | None = None):
         self.teacher = teacher.eval()
         self.alpha = float(alpha)
         self.temperature = float(temperature)
+        self.task = get_task(task)
+        self.task.check_distillation(self.alpha)
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             teacher_outputs = self.teacher(inputs)
-        ce = F.cross_entropy(outputs, targets)
-        return (1.0 - self.alpha) * ce + self.alpha * kd_loss(outputs, teacher_outputs, self.temperature)
+        hard = self.task.loss(outputs, targets, inputs)
+        soft = self.task.distillation_loss(outputs, teacher_outputs, self.temperature)
+        return (1.0 - self.alpha) * hard + self.alpha * soft
 
 
 def make_objective(
-    teacher: nn.Module | None = None, kd_alpha: float = 0.0, kd_temperature: float = 4.0
+    teacher: nn.Module | None = None, kd_alpha: float = 0.0, kd_temperature: float = 4.0,
+    task: Task | str | None = None,
 ) -> Objective:
-    """CE when there is no teacher or ``kd_alpha == 0``; otherwise :class:`Distillation`.
+    """The task's loss when there is no teacher or ``kd_alpha == 0``; otherwise :class:`Distillation`.
 
-    The teacher is put in eval mode here (once); the caller owns its device placement.
+    ``task`` defaults to classification. The teacher is put in eval mode here (once); the caller
+    owns its device placement.
     """
+    task = get_task(task)
     if teacher is None or kd_alpha == 0:
-        return cross_entropy
-    return Distillation(teacher, kd_alpha, kd_temperature)
+        return task.loss
+    return Distillation(teacher, kd_alpha, kd_temperature, task)

@@ -11,7 +11,9 @@ Contract for implementers:
    step or ``load_state_dict``; build optimizers, schedulers and auxiliary networks here.
 2. ``step`` runs one full iteration on a batch already normalised and on the device, with the
    model in train mode. It must call ``objective(outputs, targets, inputs)`` for the loss so
-   that distillation works, and return floats including ``loss`` and ``acc`` (batch accuracy).
+   that distillation works, and return a :class:`StepOutput`: the loss as a float and the
+   outputs of the forward it came from. The loop hands those outputs to the task for the batch's
+   metrics (accuracy for classification), so a strategy never knows what the outputs mean.
 3. ``epoch_end(epoch)`` is called after each completed epoch (0-based), after evaluation.
 4. ``state_dict()`` returns everything needed for an exact resume, made only of tensors,
    dicts, lists, tuples, numbers, strings and None (checkpoints load with ``weights_only=True``).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,9 +34,12 @@ from qcompile.train.config import TrainConfig
 from qcompile.train.objective import Objective
 
 
-def batch_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of rows whose arg-max equals the target."""
-    return (outputs.detach().argmax(dim=1) == targets).float().mean().item()
+@dataclass(frozen=True)
+class StepOutput:
+    """What one step did: its mean loss, and the model outputs that loss was computed on."""
+
+    loss: float
+    outputs: Any  # a tensor, or whatever the model returns; read by the task under no_grad
 
 
 class StepStrategy(abc.ABC):
@@ -46,8 +52,8 @@ class StepStrategy(abc.ABC):
     @abc.abstractmethod
     def step(
         self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, objective: Objective
-    ) -> dict[str, float]:
-        """Forward, loss, backward, update. Returns at least ``loss`` and ``acc``."""
+    ) -> StepOutput:
+        """Forward, loss, backward, update. Returns the loss and the outputs it was computed on."""
 
     def epoch_end(self, epoch: int) -> None:
         """Advance per-epoch schedules. Default: nothing."""
@@ -112,14 +118,14 @@ class StandardStep(StepStrategy):
 
     def step(
         self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, objective: Objective
-    ) -> dict[str, float]:
+    ) -> StepOutput:
         optimizer = self._optimizer()
         optimizer.zero_grad(set_to_none=True)
         outputs = model(inputs)
         loss = objective(outputs, targets, inputs)
         loss.backward()
         optimizer.step()
-        return {"loss": loss.item(), "acc": batch_accuracy(outputs, targets)}
+        return StepOutput(loss.item(), outputs)
 
     def epoch_end(self, epoch: int) -> None:
         if self.scheduler is not None:

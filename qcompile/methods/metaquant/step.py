@@ -50,7 +50,7 @@ from qcompile.methods.metaquant.refine import RefinedOptimizer
 from qcompile.quantized_ops import QuantizedOp
 from qcompile.train.config import TrainConfig
 from qcompile.train.objective import Objective
-from qcompile.train.strategy import StepStrategy, batch_accuracy, build_scheduler
+from qcompile.train.strategy import StepOutput, StepStrategy, build_scheduler
 
 
 def meta_layers(model: nn.Module) -> list[tuple[str, nn.Parameter, MetaQuantizer]]:
@@ -105,16 +105,16 @@ class MetaQuantStep(StepStrategy):
         return dict(self._extra)
 
     def step(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-             objective: Objective) -> dict[str, float]:
+             objective: Objective) -> StepOutput:
         measure = self.measure_memory if self.measure_memory is not None else inputs.device.type == "cuda"
         if not measure:
             return self._step(model, inputs, targets, objective)
         with PeakMemory(inputs.device) as meter:
-            metrics = self._step(model, inputs, targets, objective)
+            result = self._step(model, inputs, targets, objective)
         self._extra["peak_mem_mb"] = meter.peak_bytes / 2**20
-        return metrics
+        return result
 
-    def _step(self, model, inputs, targets, objective) -> dict[str, float]:
+    def _step(self, model, inputs, targets, objective) -> StepOutput:
         lr, paper = self.lr, self.options.forward_mode == "paper"
         self.meta_optimizer.zero_grad(set_to_none=True)
         self.optimizer.zero_grad(set_to_none=True)
@@ -142,7 +142,7 @@ class MetaQuantStep(StepStrategy):
             self.optimizer.step()
         self.iteration += 1
         self._extra = self._metrics(loss.item(), bool(updates))
-        return {"loss": loss.item(), "acc": batch_accuracy(outputs, targets)}
+        return StepOutput(loss.item(), outputs)
 
     def _meta_gradients(self) -> list[_LayerUpdate]:
         """Steps 1–2 for every layer with a previous g_Ŵ and W̃ (none on iteration 1)."""

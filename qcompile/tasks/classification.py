@@ -1,0 +1,62 @@
+"""Classification: int64 labels, cross-entropy, Hinton distillation, top-1 accuracy.
+
+The default task, and exactly what the loop did before tasks existed: history keeps the names
+``train_loss``/``train_acc``/``test_acc``/``test_loss`` and every number is computed the same way.
+
+Distillation (Hinton et al., 2015), with temperature T and weight α (blended by
+:func:`qcompile.train.objective.make_objective`):
+
+    loss = (1 − α)·CE(student, y) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))
+
+T² keeps the soft-target gradients on the same scale as the hard-target ones when T changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from qcompile.tasks.base import Task
+
+
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Plain mean cross-entropy; ``inputs`` is unused (part of the objective signature)."""
+    del inputs
+    return F.cross_entropy(outputs, targets)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch."""
+    t = float(temperature)
+    log_p_student = F.log_softmax(student / t, dim=1)
+    log_p_teacher = F.log_softmax(teacher / t, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * (t * t)
+
+
+def batch_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Fraction of rows whose arg-max equals the target."""
+    return (outputs.detach().argmax(dim=1) == targets).float().mean().item()
+
+
+class Classification(Task):
+    """Logits ``(N, classes)`` against int64 labels ``(N,)``; the headline metric is top-1 accuracy."""
+
+    name = "classification"
+    metrics = ("acc",)
+    headline = "acc"
+    loss = staticmethod(cross_entropy)
+    distillation_loss = staticmethod(kd_loss)
+
+    def targets(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        del x
+        return torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+    def batch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        return {"acc": batch_accuracy(outputs, targets)}
+
+    def evaluation_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """``acc``: the number of correct top-1 predictions; ``loss``: summed cross-entropy."""
+        return {"acc": int((outputs.argmax(dim=1) == targets).sum().item()),
+                "loss": F.cross_entropy(outputs, targets, reduction="sum").item()}
