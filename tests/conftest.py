@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,28 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+IMPORT_BLOCKER = """
+import importlib.abc, sys
+
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.fixture
+def python_without() -> Callable[..., subprocess.CompletedProcess]:
+    """``run(script, *args, blocked=("torch", "onnx"))``: ``script`` in a fresh interpreter in which importing
+    any of the ``blocked`` top-level packages fails — how the torch-free parts are proven torch-free."""
+
+    def run(script: str, *args: object, blocked: Sequence[str] = ("torch", "onnx")) -> subprocess.CompletedProcess:
+        source = IMPORT_BLOCKER.format(blocked=tuple(blocked)) + script
+        return subprocess.run([sys.executable, "-c", source, *map(str, args)], capture_output=True, text=True)
+
+    return run

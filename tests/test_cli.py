@@ -7,7 +7,6 @@ One compile (1 epoch capped at a few steps) is shared by the run / bench / finet
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -258,12 +257,6 @@ def test_export_of_a_missing_run_dir_fails_cleanly(workdir):
 TORCH_BLOCKED = textwrap.dedent("""
     import json, sys
 
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "torch":
-                raise ImportError(f"{name} is blocked in this test")
-
-    sys.meta_path.insert(0, Block())
     from click.testing import CliRunner
     from qcompile.cli.main import cli
 
@@ -278,8 +271,8 @@ TORCH_BLOCKED = textwrap.dedent("""
 """)
 
 
-def test_run_and_bench_work_without_torch(compiled):
-    done = subprocess.run([sys.executable, "-c", TORCH_BLOCKED, str(compiled["out"])], capture_output=True, text=True)
+def test_run_and_bench_work_without_torch(compiled, python_without):
+    done = python_without(TORCH_BLOCKED, compiled["out"], blocked=("torch",))
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["run"]["accuracy"] == pytest.approx(compiled["summary"]["parity"]["acc_ort"])

@@ -5,8 +5,6 @@ a line of them changing; classification keeps its history names; the runtime hal
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -310,16 +308,8 @@ def test_run_with_an_unknown_task_exits_2_naming_the_known_ones(tmp_path):
 
 
 TORCH_BLOCKED = r"""
-import importlib.abc, json, sys
+import json, sys
 import numpy as np
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "onnx"):
-            raise ImportError(f"{name} is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, Block())
 from qcompile.runtime.tasks import RuntimeTask, get_runtime_task, register_runtime_task
 
 @register_runtime_task
@@ -343,8 +333,8 @@ print(json.dumps({
 """
 
 
-def test_runtime_tasks_score_and_register_without_torch():
-    done = subprocess.run([sys.executable, "-c", TORCH_BLOCKED], capture_output=True, text=True)
+def test_runtime_tasks_score_and_register_without_torch(python_without):
+    done = python_without(TORCH_BLOCKED)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"report": {"accuracy": 2 / 3, "correct": 2, "samples": 3}, "bits": {"mean_bits": 6.0},
