@@ -2,10 +2,10 @@
 
 ``inspect`` and ``compile`` take the same model and quantization flags; ``compile`` and ``finetune`` the
 same training flags. Each family is an :func:`option_group`: its values arrive in the command as one
-dict (``source``, ``quant``, ``meta``, ``train``) whose keys are the API's argument names, so a command
-passes them on with ``**`` and a new API argument is one new flag here (``meta`` holds MetaQuant's
-``method_options``, accepted only with ``--method metaquant``). Defaults left as ``None`` mean "the
-API's default": :func:`given` drops them, so the CLI and the API cannot disagree on a default.
+dict (``source``, ``quant``, ``train``) whose keys are the API's argument names, so a command
+passes them on with ``**`` and a new API argument is one new flag here. Defaults left as ``None`` mean
+"the API's default": :func:`given` drops them, so the CLI and the API cannot disagree on a default.
+A method's own options are declared by the method (see :mod:`qcompile.cli.method_options`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 import click
 
 LAYER_POLICIES = click.Choice(["quantize", "8bit", "float"])
-METAQUANT = "metaquant"
 
 
 class _FloatActivations:
@@ -125,8 +124,7 @@ quant_options = option_group("quant", lambda: [
     click.Option(["--method"], default=None, metavar="NAME", help="Quantization method plug-in [default: ste]."),
     click.Option(["--w-bits"], type=int, default=None, help="Weight bits, 1..8 [default: 4]."),
     click.Option(["--a-bits"], type=BitsOrNone(), default=None,
-                 help="Activation bits, 2..8, or 'none' to keep activations float [default: 8, for every method; "
-                      "MetaQuant's paper quantizes weights only: add --a-bits none to match it]."),
+                 help="Activation bits, 2..8, or 'none' to keep activations float [default: 8, for every method]."),
     click.Option(["--quantizer"], default=None, metavar="NAME",
                  help="Weight quantizer: uniform | uniform-asym | dorefa | bwn [default: uniform]."),
     click.Option(["--per-channel/--per-tensor", "per_channel"], default=None,
@@ -139,57 +137,6 @@ quant_options = option_group("quant", lambda: [
                  help="Per-layer weight bits by name glob, e.g. 'conv1=8'; 0 keeps the layer float. Repeatable."),
 ])
 
-
-metaquant_options = option_group("meta", lambda: [
-    click.Option(["--meta"], type=click.Choice(["fc-grad", "multifc", "lstmfc"], case_sensitive=False), default=None,
-                 help="MetaQuant meta-network: FC-Grad (g → g), MultiFC (g ⊙ M(W̃)), LSTMFC (g ⊙ FC(LSTM(W̃))) "
-                      "[default: multifc]."),
-    click.Option(["--meta-hidden", "hidden"], type=click.IntRange(min=1), default=None,
-                 help="Hidden width of the meta-network [default: 100]."),
-    click.Option(["--meta-layers", "layers"], type=click.IntRange(min=1), default=None,
-                 help="Linear layers of the meta-network's FC part [default: 2 (1→H→1); LSTMFC: 1 after the LSTM]."),
-    click.Option(["--meta-nonlinearity", "nonlinearity"], type=click.Choice(["none", "relu", "tanh"]), default=None,
-                 help="Between the FC layers [default: none — as the paper: FC-Grad is then a learned gain]."),
-    click.Option(["--meta-bias/--no-meta-bias", "bias"], default=None, help="Biases in the FC layers [default: off]."),
-    click.Option(["--forward-mode"], type=click.Choice(["paper", "reference"]), default=None,
-                 help="'paper' (Eq. 6: the forward uses the update then committed) or 'reference' (the reference "
-                      "code's stale look-ahead) [default: paper]."),
-    click.Option(["--meta-lr"], type=click.FloatRange(min=0), default=None,
-                 help="Adam lr of the meta-network [default: 1e-3]."),
-    click.Option(["--meta-lr-decay/--no-meta-lr-decay", "meta_lr_decay"], default=None,
-                 help="Decay the meta lr with the --schedule of the base lr [default: off]."),
-    click.Option(["--meta-chunk-size", "chunk_size"], type=click.IntRange(min=0), default=None,
-                 help="Weights per meta-network call (bounds its memory); 0 = a whole layer at once [default: 262144]."),
-])
-"""MetaQuant's settings (``MetaQuantOptions``): they become ``method_options`` via :func:`method_options`."""
-
-
-def method_options(quant: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The given method flags as the API's ``method_options`` (None when none was given).
-
-    Method flags only mean something to their method; silently ignoring ``--meta lstmfc`` on an
-    STE run would make a user believe they ran MetaQuant, so that is an error naming the flags.
-    """
-    from qcompile.errors import ConfigError
-
-    chosen = given(meta)
-    if not chosen:
-        return None
-    method = (quant.get("method") or "ste").lower()
-    if method != METAQUANT:
-        flags = ", ".join(_flag(name, value) for name, value in chosen.items())
-        raise ConfigError(f"{flags} configure MetaQuant, but the method is {method!r}",
-                          hint=f"add --method {METAQUANT} (with --quantizer dorefa or bwn), or drop {flags}")
-    return chosen
-
-
-def _flag(name: str, value: Any) -> str:
-    """The command-line spelling of option ``name`` as given (``--no-meta-bias`` for bias=False)."""
-    ctx = click.get_current_context(silent=True)
-    for param in ctx.command.params if ctx is not None else ():
-        if param.name == name and isinstance(param, click.Option):
-            return param.secondary_opts[0] if value is False and param.secondary_opts else param.opts[0]
-    return name
 
 
 def data_option(required: bool, help: str, default: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

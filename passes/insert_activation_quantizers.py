@@ -2,25 +2,35 @@
 
 Rules: (1) only quantized ops whose site plans ``a_bits``; (2) unsigned when the producer is
 provably non-negative (ReLU, pooling of ReLU, ...: see :mod:`qcompile.passes.nonnegative`), else
-signed symmetric; (3) an op that already has an input quantizer is left alone.
+signed symmetric; (3) an op that already has an input quantizer is left alone. The quantizer comes
+from a factory called with the site and its signedness, which is how a method plug-in supplies its
+own (e.g. a dithered one) without touching this pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import fx
 
-from qcompile.plan import QuantPlan
+from qcompile.plan import QuantPlan, SitePlan
 from qcompile.quantized_ops import QuantizedOp
 from qcompile.quantizers import ActivationQuantizer
 from qcompile.passes.base import GraphPass
 from qcompile.passes.graph_utils import module_of
 from qcompile.passes.nonnegative import is_nonnegative
 
+ActivationQuantizerFactory = Callable[[SitePlan, bool], ActivationQuantizer]
+
+
+def default_activation_quantizer(site: SitePlan, signed: bool) -> ActivationQuantizer:
+    return ActivationQuantizer(site.a_bits, signed=signed)
+
 
 class InsertActivationQuantizers(GraphPass):
-    def __init__(self, plan: QuantPlan):
+    def __init__(self, plan: QuantPlan, factory: ActivationQuantizerFactory = default_activation_quantizer):
         super().__init__()
-        self.plan = plan
+        self.plan, self.factory = plan, factory
 
     def run(self, gm: fx.GraphModule):
         done = []
@@ -34,6 +44,6 @@ class InsertActivationQuantizers(GraphPass):
                 continue
             producer = node.args[0]
             signed = not (isinstance(producer, fx.Node) and is_nonnegative(gm, producer, memo))
-            m.input_quantizer = ActivationQuantizer(site.a_bits, signed=signed).to(m.weight.device)
+            m.input_quantizer = self.factory(site, signed).to(m.weight.device)
             done.append({"site": site.name, "bits": site.a_bits, "signed": signed, "producer": getattr(producer, "name", "?")})
         return bool(done), {"activation_quantizers": done}

@@ -3,7 +3,7 @@
 The graph is unchanged (each node keeps its target); the module at that name becomes a
 :class:`~qcompile.quantized_ops.QuantizedOp` sharing the float module's parameters, so
 state-dict keys stay the same. The quantizer comes from a factory, which is how method
-plug-ins (STE, MetaQuant, ...) choose the quantizer without touching this pass.
+plug-ins (:mod:`qcompile.methods`) choose the quantizer without touching this pass.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Pipelines: the ordered pass lists qcompile runs, readable in one place.
 
     quantize:  InsertWeightQuantizers → InsertActivationQuantizers → AttachBatchNorm
-               (→ ExactGlobalPooling when activations are quantized)
-    export:    StripForExport → FoldBatchNorm   (then the ONNX back end)
+               (→ ExactGlobalPooling when activations are quantized) → the method's extra passes
+    export:    StripForExport → FoldBatchNorm → the method's export passes   (then the ONNX back end)
+
+The quantizers come from factories (the method's ``weight_quantizer``/``activation_quantizer``).
 
 Run with torch.fx's ``PassManager``; each pass's report lands in ``gm.meta``.
 """
@@ -18,16 +20,19 @@ from qcompile.passes.attach_batchnorm import AttachBatchNorm
 from qcompile.passes.base import GraphPass, reports
 from qcompile.passes.exact_pooling import ExactGlobalPooling
 from qcompile.passes.fold_batchnorm import FoldBatchNorm
-from qcompile.passes.insert_activation_quantizers import InsertActivationQuantizers
+from qcompile.passes.insert_activation_quantizers import (ActivationQuantizerFactory, InsertActivationQuantizers,
+                                                          default_activation_quantizer)
 from qcompile.passes.insert_weight_quantizers import (QuantizerFactory, InsertWeightQuantizers,
                                                       default_weight_quantizer)
 from qcompile.passes.strip_for_export import StripForExport
 
 
 def quantize_passes(plan: QuantPlan, factory: QuantizerFactory = default_weight_quantizer,
-                    extra: list[GraphPass] = ()) -> list[GraphPass]:
+                    extra: list[GraphPass] = (),
+                    activation_factory: ActivationQuantizerFactory = default_activation_quantizer) -> list[GraphPass]:
     exact = [ExactGlobalPooling()] if any(site.a_bits for site in plan.sites) else []
-    return [InsertWeightQuantizers(plan, factory), InsertActivationQuantizers(plan), AttachBatchNorm(), *exact, *extra]
+    return [InsertWeightQuantizers(plan, factory), InsertActivationQuantizers(plan, activation_factory),
+            AttachBatchNorm(), *exact, *extra]
 
 
 def export_passes(extra: list[GraphPass] = ()) -> list[GraphPass]:

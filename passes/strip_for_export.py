@@ -2,7 +2,7 @@
 
 Rules: (1) eval mode everywhere; (2) activation ranges frozen (an uncalibrated one is an error:
 exporting it would invent a range); (3) a weight quantizer that wraps another for training only
-(e.g. MetaQuant's meta-quantizer) is replaced by what it wraps — it exposes ``export_quantizer()``;
+(e.g. one that substitutes a meta-learned weight) is replaced by what it wraps — it exposes ``export_quantizer()``;
 (4) Dropout nodes (module or functional) are bypassed.
 """
 

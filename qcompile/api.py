@@ -36,10 +36,6 @@ from qcompile.train.batchnorm_stats import reestimate_batchnorm
 from qcompile.version import __version__
 
 
-def _resolve_data(data: DatasetSplits | str | None) -> DatasetSplits | None:
-    return load_dataset(data) if isinstance(data, str) else data
-
-
 def _spec_of(data: DatasetSplits | str | None) -> str | None:
     return data if isinstance(data, str) else None
 
@@ -102,10 +98,21 @@ class CompiledModel:
         return trace(self.float_model, self.leaf_modules)
 
     # ----------------------------------------------------------------- data + training
+    def load_data(self, data: DatasetSplits | str | None) -> DatasetSplits | None:
+        """``data`` as splits: splits as given; a spec, or None for "no spec", goes to the method's
+        ``data_source`` first (e.g. a pool synthesised from the model), then to qcompile's loaders.
+        None when neither has data."""
+        if data is not None and not isinstance(data, str):
+            return data
+        provided = self.method.data_source(data, self.float_model, self.example_inputs)
+        if provided is not None:
+            return provided
+        return load_dataset(data) if data is not None else None
+
     def _data(self, data: DatasetSplits | str | None) -> DatasetSplits:
-        resolved = _resolve_data(data) if data is not None else self.data
-        if resolved is None and self.data_spec is not None:
-            resolved = load_dataset(self.data_spec)
+        resolved = self.load_data(data) if data is not None else self.data
+        if resolved is None:
+            resolved = self.load_data(self.data_spec)
         if isinstance(data, str):
             self.data_spec = data
         if resolved is None:
@@ -209,7 +216,7 @@ class CompiledModel:
     def deployable(self) -> fx.GraphModule:
         """A copy with training machinery stripped and BatchNorm folded: what the ONNX file computes."""
         gm = copy.deepcopy(self.graph_module).cpu()
-        gm, _ = run_passes(gm, export_passes())
+        gm, _ = run_passes(gm, export_passes(self.method.export_passes(self.plan)))
         return gm
 
     def metadata(self) -> dict[str, str]:
@@ -237,7 +244,8 @@ class CompiledModel:
         from qcompile.export.onnx_export import export_onnx
 
         gm = self.deployable()
-        return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.metadata(), opset=opset)
+        return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.metadata(), opset=opset,
+                           onnx_passes=self.method.onnx_passes(self.plan))
 
     def export_float(self, path: str | Path):
         """Write the fp32 ONNX of the original model (the reference for size and latency)."""
@@ -257,7 +265,8 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
 
     ``model`` is an ``nn.Module`` or a spec ``'file.py:factory'`` / ``'pkg.mod:attr'`` (with ``weights``).
     Give ``example_inputs`` or ``input_shape`` (batch included, e.g. ``(1, 1, 28, 28)``).
-    With ``data``, activation ranges are calibrated right away. ``task`` (a name or a
+    With ``data``, activation ranges are calibrated right away. Without it, data is read when a step
+    needs it: the method's own (its ``data_source``), if it provides any. ``task`` (a name or a
     :class:`~qcompile.tasks.Task`) is what the model is trained for; a method that names its own task
     decides it, and the default is classification.
     """
@@ -275,9 +284,11 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     plugin = get_method(spec.method, spec.method_options)
     gm = trace(copy.deepcopy(float_model), leaf_modules)
     plan = build_plan(gm, spec)
-    gm, reports = run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan)))
-    compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), _resolve_data(data), leaf_modules, reports,
+    gm, reports = run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan),
+                                                 plugin.activation_quantizer))
+    compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), None, leaf_modules, reports,
                              _choose_task(plugin, task))
+    compiled.data = compiled.load_data(data) if data is not None else None
     compiled.data_spec = _spec_of(data)
     compiled.model_spec = model if isinstance(model, str) else None
     if compiled.data is not None:

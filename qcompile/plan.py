@@ -30,7 +30,7 @@ class QuantSpec:
     first_layer: str = "quantize"  # quantize | 8bit | float
     last_layer: str = "quantize"
     overrides: dict[str, int] = field(default_factory=dict)  # glob on site name -> weight bits (0 = float)
-    method_options: dict = field(default_factory=dict)  # method plug-in settings (e.g. MetaQuant's meta-net)
+    method_options: dict = field(default_factory=dict)  # the method plug-in's own settings
 
     def validate(self) -> None:
         if not 1 <= self.w_bits <= 8:
@@ -47,6 +47,10 @@ class QuantSpec:
         for policy in (self.first_layer, self.last_layer):
             if policy not in LAYER_POLICIES:
                 raise ConfigError(f"unknown layer policy {policy!r}", hint=f"choose one of {', '.join(LAYER_POLICIES)}")
+
+    def label(self) -> str:
+        """The quantizer and bits in a few characters, e.g. 'uniform W4A8' or 'bwn W1'."""
+        return f"{self.quantizer} W{self.w_bits}" + (f"A{self.a_bits}" if self.a_bits else "")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,7 +2,7 @@
 
 A run's records are what ``qcompile compile``/``finetune`` leave in ``RUN_DIR/history.json``:
 ``history`` (one record per epoch: epoch, train_loss, train_acc, test_acc, test_loss, lr, seconds)
-and, for methods with per-step metrics such as MetaQuant, ``steps`` (step, epoch, meta_loss,
+and, for methods with per-step metrics (a meta-network's loss, say), ``steps`` (step, epoch, meta_loss,
 meta_grad_norm, meta_gain, ..., numbered across the run's training calls by :func:`merge_steps`).
 A *series* is one run's list of such records; its x axis is the epoch (1-based, counted over every
 training call of the run) for epoch records and the step for step records, so the same functions
@@ -11,7 +11,7 @@ plot an accuracy curve and the learned FC-Grad gain. Benchmarks call :func:`summ
 
 Seeds of one configuration share a label (``history.json``'s ``label``), so a group is "the same
 experiment, several seeds": the figure draws its mean curve with the min–max band over seeds,
-like the comparison figures of the MetaQuant README. Statistics use the sample standard
+like the comparison figures of method papers. Statistics use the sample standard
 deviation (n − 1; 0 for a single value) because a group is a handful of seeds, not a population.
 
 matplotlib (Agg backend) is imported only when a figure is drawn: reading and summarising stay
@@ -222,7 +222,7 @@ def merge_steps(previous: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str
 
 
 def summarise_steps(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per step metric (e.g. MetaQuant's meta_loss, meta_gain): first, last, mean, min, max and count —
+    """Per step metric (e.g. meta_loss, meta_gain): first, last, mean, min, max and count —
     how it moved over training, small enough for a ``--json`` summary."""
     out: dict[str, dict[str, float]] = {}
     names = list(dict.fromkeys(k for r in records for k in r if k not in ("step", "epoch", "segment")))

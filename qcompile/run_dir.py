@@ -49,15 +49,13 @@ def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
     atomic_write(run_dir / QMODEL, lambda f: torch.save(payload, f))
     plan_text = json.dumps(cm.plan.to_dict(), indent=2)
     atomic_write_text(run_dir / "plan.json", plan_text)
-    write_history(run_dir, cm.history, label=describe_spec(cm.plan.spec))
+    write_history(run_dir, cm.history, label=run_label(cm))
     return run_dir / QMODEL
 
 
-def describe_spec(spec: QuantSpec) -> str:
-    """A short label for plots and tables, e.g. 'metaquant/multifc dorefa W1' or 'ste uniform W4A8'."""
-    method = spec.method + (f"/{spec.method_options['meta']}" if spec.method_options.get("meta") else "")
-    bits = f"W{spec.w_bits}" + (f"A{spec.a_bits}" if spec.a_bits else "")
-    return f"{method} {spec.quantizer} {bits}"
+def run_label(cm) -> str:
+    """A short label for plots and tables, e.g. 'ste uniform W4A8': the method's ``label`` hook names it."""
+    return cm.method.label(cm.plan.spec)
 
 
 def write_history(run_dir: str | Path, history: list[dict], label: str, **extra) -> Path:

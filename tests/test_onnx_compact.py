@@ -160,8 +160,8 @@ def exported(tmp_path_factory):
     cache = {}
     full = onnx_export.export_pipeline
 
-    def loose(metadata):
-        return [p for p in full(metadata) if not isinstance(p, (DropDefaultAttributes, CompactModel))]
+    def loose(metadata, *args):
+        return [p for p in full(metadata, *args) if not isinstance(p, (DropDefaultAttributes, CompactModel))]
 
     def get(name, model_fn=None):
         if name not in cache:

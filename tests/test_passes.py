@@ -22,7 +22,7 @@ from qcompile.passes.strip_for_export import StripForExport
 from qcompile.passes.trace import trace
 from qcompile.plan import QuantSpec, build_plan
 from qcompile.quantized_ops import QuantConv, QuantLinear
-from qcompile.quantizers import DoReFaQuantizer
+from qcompile.quantizers import ActivationQuantizer, DoReFaQuantizer
 
 X = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
 
@@ -80,6 +80,22 @@ def test_insert_activation_quantizers_signedness(tiny_net):
     assert not gm.conv2.input_quantizer.signed
     assert not gm.fc.input_quantizer.signed
     assert all(q["bits"] == 4 for q in p.report["activation_quantizers"])
+
+
+def test_insert_activation_quantizers_takes_them_from_the_factory(tiny_net):
+    """A method's factory is called per planned site with the site and its signedness."""
+    gm = trace(tiny_net)
+    plan = build_plan(gm, QuantSpec(w_bits=4, a_bits=4))
+    InsertWeightQuantizers(plan)(gm)
+    calls = []
+
+    def factory(site, signed):
+        calls.append((site.name, site.a_bits, signed))
+        return ActivationQuantizer(3, signed)
+
+    InsertActivationQuantizers(plan, factory)(gm)
+    assert calls == [("conv1", 4, True), ("conv2", 4, False), ("fc", 4, False)]
+    assert {gm.conv1.input_quantizer.bits, gm.conv2.input_quantizer.bits, gm.fc.input_quantizer.bits} == {3}
 
 
 def test_nonnegative_analysis():

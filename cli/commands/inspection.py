@@ -12,15 +12,16 @@ import click
 from rich.console import Console
 
 from qcompile.cli import output as fmt
-from qcompile.cli.options import absolute_spec, given, metaquant_options, method_options, model_source, quant_options
+from qcompile.cli.method_options import MethodOptionsCommand, method_options
+from qcompile.cli.options import absolute_spec, given, model_source, quant_options
 from qcompile.cli.output import Output, Result, reporting
 
 
 def build_compiled(source: dict[str, Any], quant: dict[str, Any], data: str | None = None,
-                   meta: dict[str, Any] | None = None):
-    """``qcompile.compile`` from the shared CLI option groups (also used by ``compile``); ``meta`` is the
-    MetaQuant group, checked against ``--method`` before the model is loaded."""
-    options = method_options(quant, meta or {})
+                   method_flags: list | None = None):
+    """``qcompile.compile`` from the shared CLI option groups (also used by ``compile``); ``method_flags``
+    are the methods' own options given, checked against ``--method`` before the model is loaded."""
+    options = method_options(quant, method_flags or [])
     from qcompile.api import compile as compile_model
     from qcompile.loading import parse_shapes
 
@@ -35,18 +36,17 @@ def build_compiled(source: dict[str, Any], quant: dict[str, Any], data: str | No
     )
 
 
-@click.command()
+@click.command(cls=MethodOptionsCommand)
 @model_source
 @quant_options
-@metaquant_options
 @reporting
-def inspect(out: Output, source: dict[str, Any], quant: dict[str, Any], meta: dict[str, Any]) -> Result:
+def inspect(out: Output, source: dict[str, Any], quant: dict[str, Any], method_flags: list) -> Result:
     """Show quantizable sites (shape, params, MACs, bits), ops left in float, and totals.
 
-    MODEL is 'path/file.py:factory' or 'package.module:attr'. MetaQuant flags (--meta ...) are
-    validated here exactly as `compile` would take them.
+    MODEL is 'path/file.py:factory' or 'package.module:attr'. A method's own options (listed under
+    it below) are validated here exactly as `compile` would take them.
     """
-    report = build_compiled(source, quant, meta=meta).inspect()
+    report = build_compiled(source, quant, method_flags=method_flags).inspect()
     report["model"] = source["model"]
     report["input_shape"] = source["input_shape"]
     report["quantized_sites"] = sum(1 for s in report["sites"] if s["w_bits"] is not None)

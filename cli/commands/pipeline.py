@@ -18,19 +18,12 @@ from rich.console import Console
 from qcompile.cli import output as fmt
 from qcompile.cli.commands.inspection import build_compiled, method_options_text
 from qcompile.cli.commands.runtime import size_summary
-from qcompile.cli.options import (
-    absolute_spec,
-    data_option,
-    given,
-    metaquant_options,
-    model_source,
-    out_option,
-    quant_options,
-    train_options,
-)
+from qcompile.cli.method_options import MethodOptionsCommand
+from qcompile.cli.options import absolute_spec, data_option, given, model_source, out_option, quant_options, train_options
 from qcompile.cli.output import Output, Result, reporting
 
 CHECKPOINTS = "checkpoints"
+DEFAULT_DATA = "digits"  # compile's data when neither the user nor the method gives any: needs no files
 
 run_dir_argument = click.argument("run_dir", metavar="RUN_DIR",
                                   type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -51,8 +44,8 @@ def training_options(train: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 def run_training(cm, train: dict[str, Any], run_dir: Path, out: Output) -> tuple[dict[str, Any] | None, list[dict]]:
     """Finetune ``cm`` with the ``train`` option group; checkpoints in ``run_dir``.
 
-    Returns the summary (None for ``--epochs 0``) and the method's per-step records (e.g. MetaQuant's
-    meta_loss and meta_gain), which the summary only condenses and :func:`save_records` keeps whole.
+    Returns the summary (None for ``--epochs 0``) and the method's per-step records (e.g. a meta-network's
+    loss), which the summary only condenses and :func:`save_records` keeps whole.
     """
     from qcompile.report import summarise_steps
 
@@ -73,18 +66,21 @@ def save_records(cm, run_dir: Path, step_records: list[dict], *, resume: bool, p
     """``save_run``, then ``history.json`` again with the per-step records of every training call so far
     (``previous``: those already in the run dir; see :func:`qcompile.report.merge_steps`)."""
     from qcompile.report import merge_steps
-    from qcompile.run_dir import describe_spec, save_run, write_history
+    from qcompile.run_dir import run_label, save_run, write_history
 
     save_run(cm, run_dir, model_spec)
     if step_records or previous:
-        write_history(run_dir, cm.history, label=describe_spec(cm.plan.spec),
+        write_history(run_dir, cm.history, label=run_label(cm),
                       steps=merge_steps(previous, step_records, resume))
 
 
 def export_artifacts(cm, out_path: Path, float_out: Path | None, out: Output) -> dict[str, Any]:
-    """Write the packed ONNX (and optionally the fp32 reference), then measure and check them in ORT."""
+    """Write the packed ONNX (and optionally the fp32 reference), then measure and check them in ORT.
+
+    The data is loaded first: the artifact records its normalisation and class names."""
     from qcompile.parity import compare_onnx
 
+    splits = ensure_data(cm)
     out.log(f"exporting {out_path}")
     report = cm.export(out_path)
     result: dict[str, Any] = {"out": out_path, "opset": report.opset, "onnx_passes": report.onnx_passes,
@@ -94,20 +90,22 @@ def export_artifacts(cm, out_path: Path, float_out: Path | None, out: Output) ->
         cm.export_float(float_out)
         result["float_out"] = float_out
         result["float_size"] = size_summary(float_out)
-    splits = ensure_data(cm)
     if splits is not None:
         out.log(f"checking {out_path} in onnxruntime on {len(splits.test)} test samples")
         result["parity"] = compare_onnx(cm.graph_module, out_path, splits.test, splits.mean, splits.std, task=cm.task)
     return result
 
 
-def ensure_data(cm, spec: str | None = None):
-    """The run's dataset: ``spec`` when given, else the one it was compiled with (None if neither)."""
-    from qcompile.data import load_dataset
-
-    spec = absolute_spec(spec) if spec else None
-    if spec is not None or (cm.data is None and cm.data_spec is not None):
-        cm.data, cm.data_spec = load_dataset(spec or cm.data_spec), spec or cm.data_spec
+def ensure_data(cm, spec: str | None = None, default: str | None = None):
+    """The run's dataset: ``spec`` when given, else the one it was compiled with or the method's own
+    (see ``CompiledModel.load_data``), else ``default``; None if none of them."""
+    if spec is not None:
+        spec = absolute_spec(spec)
+        cm.data, cm.data_spec = cm.load_data(spec), spec
+    elif cm.data is None:
+        cm.data = cm.load_data(cm.data_spec)
+        if cm.data is None and default is not None:
+            cm.data, cm.data_spec = cm.load_data(default), default
     return cm.data
 
 
@@ -128,13 +126,12 @@ def check_out_path(out_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- commands
-@click.command("compile")
+@click.command("compile", cls=MethodOptionsCommand)
 @model_source
 @quant_options
-@metaquant_options
-@data_option(required=False, default="digits",
-             help="Data for calibration and finetuning; its test split scores the result. The default, scikit-learn's "
-                  "bundled digits (1×8×8), needs no files.")
+@data_option(required=False,
+             help="Data for calibration and finetuning; its test split scores the result. Without it: the method's own "
+                  f"data if it provides any, else scikit-learn's bundled {DEFAULT_DATA} (1×8×8), which needs no files.")
 @train_options(min_epochs=0)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to save the run for `finetune`/`export` [default: runs/<out stem>].")
@@ -142,12 +139,13 @@ def check_out_path(out_path: Path) -> None:
 @click.option("--float-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the fp32 ONNX of the original model (the size/latency reference).")
 @reporting
-def compile_command(out: Output, source: dict, quant: dict, meta: dict, data: str, train: dict, run_dir: Path | None,
-                    out_path: Path, float_out: Path | None) -> Result:
+def compile_command(out: Output, source: dict, quant: dict, data: str | None, train: dict, run_dir: Path | None,
+                    out_path: Path, float_out: Path | None, method_flags: list) -> Result:
     """Trace, quantize, calibrate, finetune and export MODEL to packed low-bit ONNX.
 
     MODEL is 'path/file.py:factory' or 'package.module:attr'. --epochs 0 calibrates only (PTQ).
-    --method metaquant takes the --meta* flags; its per-step metrics go to RUN_DIR/history.json.
+    A --method takes its own options (listed under it below); its per-step metrics go to
+    RUN_DIR/history.json.
     """
     for path in (out_path, float_out):
         if path is not None:
@@ -155,7 +153,10 @@ def compile_command(out: Output, source: dict, quant: dict, meta: dict, data: st
     training_options(train)
     run_dir = run_dir or Path("runs") / out_path.stem
     out.log(f"tracing {source['model']} and inserting quantizers")
-    cm = build_compiled(source, quant, data, meta)
+    cm = build_compiled(source, quant, data, method_flags)
+    if data is None:  # the method's own data, else the default; calibrated as `--data` would be
+        ensure_data(cm, default=DEFAULT_DATA)
+        cm.calibrate()
     training, step_records = run_training(cm, train, run_dir, out)
     save_records(cm, run_dir, step_records, resume=train["resume"], previous=[],
                  model_spec=absolute_spec(source["model"]))
@@ -174,7 +175,7 @@ def compile_command(out: Output, source: dict, quant: dict, meta: dict, data: st
 def finetune(out: Output, run_dir: Path, data: str | None, train: dict) -> Result:
     """Continue training the quantized model saved in RUN_DIR (by `compile`), and save it back.
 
-    The method and its options (e.g. MetaQuant's --meta) are the ones the run was compiled with.
+    The method and its options are the ones the run was compiled with.
     """
     from qcompile.report import HISTORY, read_run
     from qcompile.run_dir import load_run

@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,12 +110,13 @@ def _opset(layers: list[dict], requested: int | None) -> int:
 
 
 def export_onnx(gm: fx.GraphModule, example_inputs, path: str | Path, metadata: dict[str, str],
-                opset: int | None = None) -> ExportReport:
+                opset: int | None = None, onnx_passes: Sequence[ir.passes.PassBase] = ()) -> ExportReport:
     """Export a stripped, BN-folded quantized GraphModule to ``path``; ``gm`` itself is not modified.
 
     ``metadata`` is written to ``metadata_props`` as given (str → str). ``qcompile.version`` and
     ``qcompile.layers`` are filled in from this export when the caller leaves them out. ``opset``
-    defaults to 21, or 25 when a layer has 2-bit weights.
+    defaults to 21, or 25 when a layer has 2-bit weights. ``onnx_passes`` (a method's) join the
+    ONNX pipeline (see :func:`~qcompile.export.onnx_passes.export_pipeline`).
     """
     frozen = copy.deepcopy(gm).eval()
     freeze = FreezeForExport()
@@ -123,7 +125,7 @@ def export_onnx(gm: fx.GraphModule, example_inputs, path: str | Path, metadata: 
     opset = _opset(layers, opset)
     metadata = {"qcompile.version": __version__, "qcompile.layers": json.dumps(layers), **metadata}
     model = torch_to_onnx_ir(frozen, example_inputs, opset)
-    passes = export_pipeline(metadata)
+    passes = export_pipeline(metadata, onnx_passes)
     changed = []
     for p in passes:
         try:

@@ -1,39 +1,84 @@
 """The method plug-in interface.
 
-A method (STE, MetaQuant, universal quantization, DynaDFQ, ...) touches the core only here:
-it chooses the weight quantizer of each planned site, may add graph passes after quantizer
-insertion, and may supply its own training step. Methods register by name so the CLI and the
-API find them (``qcompile.methods.get_method``).
+A method (STE, a meta-learned gradient, universal quantization, DynaDFQ, ...) touches the core only through
+the hooks of :class:`Method`; each default is plain STE QAT, so a plug-in overrides only what it
+changes:
+
+======================  ==================================================  =============================
+hook                    decides                                             consulted by
+======================  ==================================================  =============================
+``cli_options``         its own command-line options (plain data)           ``compile``/``inspect`` CLI
+``weight_quantizer``    the weight quantizer of each planned site           InsertWeightQuantizers
+``activation_quantizer``  the input quantizer of each site                  InsertActivationQuantizers
+``extra_passes``        fx passes after quantizer insertion                 ``qcompile.compile``
+``data_source``         data it provides (synthesised, or a named source)   ``CompiledModel.load_data``
+``step_strategy``       the training step                                   ``CompiledModel.finetune``
+``export_passes``       fx passes on the deployable graph, before ONNX      ``CompiledModel.deployable``
+``onnx_passes``         ``onnx_ir`` passes inside the ONNX export pipeline   ``CompiledModel.export``
+``label``               how plots and tables name a run                     run directories, ``report``
+``task``                what the model is trained for (objective, metrics)  ``qcompile.compile``
+======================  ==================================================  =============================
+
+Importing this module does not import torch: the CLI reads every method's ``cli_options`` for
+``--help``. Methods register by name (:mod:`qcompile.methods.registry`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from qcompile.plan import QuantPlan, SitePlan
-from qcompile.quantizers import WeightQuantizer, make_weight_quantizer
+from qcompile.methods.cli_options import CliOptions
 
 if TYPE_CHECKING:
+    import onnx_ir as ir
+    import torch
+    from torch import nn
+
+    from qcompile.data import DatasetSplits
     from qcompile.passes.base import GraphPass
+    from qcompile.plan import QuantPlan, QuantSpec, SitePlan
+    from qcompile.quantizers import ActivationQuantizer, WeightQuantizer
     from qcompile.tasks import Task
     from qcompile.train.strategy import StepStrategy
 
 
 class Method:
-    """Default behaviour is plain STE QAT; plug-ins override what they change."""
+    """Default behaviour is plain STE QAT; plug-ins override what they change.
+
+    ``options`` are the API's ``method_options`` (from the command line: ``cli_options``).
+    """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    cli_options: ClassVar[CliOptions] = CliOptions()
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})
 
+    # ----------------------------------------------------------------- quantize
     def weight_quantizer(self, site: SitePlan) -> WeightQuantizer:
+        from qcompile.quantizers import make_weight_quantizer
+
         return make_weight_quantizer(site.quantizer, site.w_bits, site.per_channel)
+
+    def activation_quantizer(self, site: SitePlan, signed: bool) -> ActivationQuantizer:
+        """The input quantizer of a site that plans ``a_bits``. A replacement subclasses
+        :class:`~qcompile.quantizers.ActivationQuantizer`: calibration, freezing and export use its interface."""
+        from qcompile.quantizers import ActivationQuantizer
+
+        return ActivationQuantizer(site.a_bits, signed=signed)
 
     def extra_passes(self, plan: QuantPlan) -> list[GraphPass]:
         return []
+
+    # ----------------------------------------------------------------- data + training
+    def data_source(self, spec: str | None, model: nn.Module,
+                    example_inputs: tuple[torch.Tensor, ...]) -> DatasetSplits | None:
+        """Data this method provides: for ``spec`` (a source it names, e.g. 'pool:FILE'), or when the user
+        gave none (``spec`` None), e.g. images synthesised from the float ``model``. None: qcompile's
+        loaders read ``spec`` (and without a spec there is no data)."""
+        return None
 
     def step_strategy(self) -> StepStrategy | None:
         """None: the loop's standard step (forward, loss, backward, optimizer step)."""
@@ -43,3 +88,17 @@ class Method:
         """The task this method trains for (a registered name or a :class:`~qcompile.tasks.Task`, e.g. a
         codec's rate–distortion task). None: whatever the model/API asks for (classification by default)."""
         return None
+
+    # ----------------------------------------------------------------- export
+    def export_passes(self, plan: QuantPlan) -> list[GraphPass]:
+        """fx passes run after the core's (StripForExport → FoldBatchNorm), on what ONNX will compute."""
+        return []
+
+    def onnx_passes(self, plan: QuantPlan) -> list[ir.passes.PassBase]:
+        """``onnx_ir`` passes run right after DecodeWeight lowering, so the cleanup passes that follow
+        (unused nodes and opsets, metadata, compaction) apply to what they add."""
+        return []
+
+    def label(self, spec: QuantSpec) -> str:
+        """How plots and tables name a run; runs that share it are seeds of one configuration."""
+        return f"{self.name} {spec.label()}"

@@ -1,15 +1,38 @@
-"""Methods registered by name, plus the ones announced but not built (so users get a clear answer)."""
+"""Methods registered by name, plus the ones announced but not built (so users get a clear answer).
+
+A built-in method is imported on first use (it imports torch). Its command-line options live in a
+torch-free module that :func:`cli_options` reads without importing the method, so ``--help`` stays
+fast. A plug-in defined elsewhere registers its class with :func:`register_method` (its
+``cli_options`` are then read from the class).
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qcompile.errors import ConfigError
-from qcompile.methods.base import Method
+from qcompile.methods.cli_options import CliOptions
+
+if TYPE_CHECKING:
+    from qcompile.methods.base import Method
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """Where a built-in method lives: ``module`` registers its :class:`Method` when imported;
+    ``cli_options`` ('module:attribute') is its :class:`CliOptions`, readable without ``module``."""
+
+    module: str
+    cli_options: str = ""
+
 
 _REGISTRY: dict[str, type[Method]] = {}
-# name -> module that registers it when imported (keeps `import qcompile.methods` cheap)
-_BUILTIN = {"ste": "qcompile.methods.ste", "metaquant": "qcompile.methods.metaquant"}
+_BUILTIN = {
+    "ste": Builtin("qcompile.methods.ste"),
+    "metaquant": Builtin("qcompile.methods.metaquant.method", "qcompile.methods.metaquant.options:CLI_OPTIONS"),
+}
 PLANNED = {
     "universal": "universal quantization (subtractive dither, soft rounding)",
     "dynadfq": "DynaDFQ (data-free synthesis + per-image bit selector)",
@@ -23,19 +46,25 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def register_builtin(name: str, module: str) -> None:
-    """Declare a built-in method whose module registers it on import."""
-    _BUILTIN[name] = module
-    PLANNED.pop(name, None)
-
-
 def available_methods() -> list[str]:
     return sorted(set(_REGISTRY) | set(_BUILTIN))
 
 
+def cli_options(name: str) -> CliOptions:
+    """The command-line options of method ``name`` (an available one), without importing a built-in."""
+    if name in _REGISTRY:
+        return _REGISTRY[name].cli_options
+    if name not in _BUILTIN:
+        raise ConfigError(f"unknown method {name!r}", hint=f"use one of: {', '.join(available_methods())}")
+    if not _BUILTIN[name].cli_options:
+        return CliOptions()
+    module, _, attribute = _BUILTIN[name].cli_options.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def get_method(name: str, options: dict | None = None) -> Method:
     if name not in _REGISTRY and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
+        importlib.import_module(_BUILTIN[name].module)
     if name in _REGISTRY:
         return _REGISTRY[name](options)
     if name in PLANNED:

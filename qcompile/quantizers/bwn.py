@@ -1,8 +1,8 @@
 """BWN binary weights (Rastegari et al. 2016): Ŵ = α·sign(W), α = mean|W| (detached).
 
 The STE passes the gradient where |W| ≤ 1, so the baseline's W-gradient is α·g·1{|W| ≤ 1}
-(metaquant.md §1.1). ``alpha_in_grad=False`` divides α back out of the gradient — the control
-MetaQuant's comparison needs (metaquant.md §1.8b), not a training default.
+(the hard-tanh STE, as in Chen, Wang & Pan, NeurIPS 2019). ``alpha_in_grad=False`` divides α back out of
+the gradient — a control for comparisons with learned gradients, not a training default.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DoReFa k-bit weight quantizer (Zhou et al. 2016), as used by MetaQuant (metaquant.md §1.1).
+"""DoReFa k-bit weight quantizer (Zhou et al. 2016).
 
 W̃ = tanh(W) / (2·max|tanh W|) + ½ ∈ [0, 1] (max detached), i = round((2^k − 1)·W̃),
 Ŵ = 2i/(2^k − 1) − 1 ∈ [−1, 1]. We factor Ŵ = (2i − n)·(1/n) with n = 2^k − 1, so the integer
@@ -23,7 +23,7 @@ def dorefa_pre_quantize(w: torch.Tensor) -> torch.Tensor:
 
 
 def dorefa_calibration(w: torch.Tensor) -> torch.Tensor:
-    """∂Ŵ/∂W under the STE: (1 − tanh²W) / max|tanh W| (MetaQuant's calibration, Eq. 4)."""
+    """∂Ŵ/∂W under the STE: (1 − tanh²W) / max|tanh W| (Chen, Wang & Pan 2019, Eq. 4)."""
     t = torch.tanh(w)
     return (1 - t * t) / t.abs().max().clamp_min(1e-12)
 

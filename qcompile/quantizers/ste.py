@@ -2,7 +2,7 @@
 
 Rounding is done by autograd Functions (not ``x + (round(x) - x).detach()``) so the forward value
 is exactly ``torch.round(x)``: the exported integer codes must equal what training computed.
-The gate follows MetaQuant's reference STE (metaquant.md §1.1): the gradient passes where
+The gate is the hard-tanh STE (Courbariaux et al. 2016; as in Chen, Wang & Pan 2019): the gradient passes where
 ``|x| <= limit`` and is zero elsewhere; ``limit=None`` passes it everywhere.
 """
 

@@ -3,7 +3,7 @@
 The loop (``qcompile.train.loop``) owns everything around a step — data order, devices,
 evaluation, checkpoints, callbacks, progress. A strategy owns the step itself: what runs before
 the forward, how gradients are formed and how parameters are updated. Methods whose update is
-not "backward then optimizer.step" (MetaQuant runs a meta-network and overwrites gradients)
+not "backward then optimizer.step" (e.g. one that runs a meta-network and overwrites gradients)
 subclass :class:`StepStrategy`; everything else uses :class:`StandardStep`.
 
 Contract for implementers:

@@ -1,6 +1,6 @@
 """ONNX-side passes of the export, on ``onnx_ir`` (one in-place pass per module).
 
-    ClearMetadataAndDocStringPass → LowerDecodeWeight → RemoveUnusedNodesPass
+    ClearMetadataAndDocStringPass → LowerDecodeWeight → (the method's ONNX passes) → RemoveUnusedNodesPass
       → DropUnusedOpsetImports → SetIRVersion → AttachMetadata
       → DropDefaultAttributes → CompactModel
 
@@ -9,12 +9,14 @@ exporter's per-node stack traces and FX dumps: they were most of a small model's
 local source paths. The last two shrink the file to little more than its tensors:
 ``DropDefaultAttributes`` deletes attributes that restate ONNX defaults, and ``CompactModel``
 drops intermediate types (the passes before it read them), merges equal small constants and
-shortens names. ``export_pipeline(metadata)`` returns the passes in that order.
+shortens names. A method's own passes (``extra``) see the lowered graph with its types and names,
+and what they add is cleaned, versioned and compacted like the rest.
+``export_pipeline(metadata, extra)`` returns the passes in that order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import onnx_ir as ir
 from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNodesPass
@@ -27,9 +29,9 @@ from qcompile.export.onnx_passes.lower_decode_weight import LowerDecodeWeight
 from qcompile.export.onnx_passes.set_ir_version import SetIRVersion
 
 
-def export_pipeline(metadata: Mapping[str, str]) -> list[ir.passes.PassBase]:
-    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), RemoveUnusedNodesPass(), DropUnusedOpsetImports(),
-            SetIRVersion(), AttachMetadata(metadata), DropDefaultAttributes(), CompactModel()]
+def export_pipeline(metadata: Mapping[str, str], extra: Sequence[ir.passes.PassBase] = ()) -> list[ir.passes.PassBase]:
+    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), *extra, RemoveUnusedNodesPass(),
+            DropUnusedOpsetImports(), SetIRVersion(), AttachMetadata(metadata), DropDefaultAttributes(), CompactModel()]
 
 
 __all__ = ["AttachMetadata", "CompactModel", "DropDefaultAttributes", "DropUnusedOpsetImports", "LowerDecodeWeight",

@@ -11,50 +11,29 @@ The plug-in has three parts, each in its own module:
 - :mod:`.step` — the training iteration (with :mod:`.refine`, an SGD/Adam whose direction can be
   computed without being applied), the paper's Eq. 6 forward or the reference code's.
 
-Options (``QuantSpec.method_options``) are :class:`MetaQuantOptions`.
+Options (``QuantSpec.method_options``) are :class:`MetaQuantOptions`, and their command-line
+flags ``CLI_OPTIONS`` (:mod:`.options`, torch-free: ``qcompile --help`` reads them without
+importing the rest). The plug-in class is :class:`.method.MetaQuant`; this package imports its
+parts on first use.
 """
 
 from __future__ import annotations
 
-from qcompile.errors import ConfigError
-from qcompile.methods.base import Method
-from qcompile.methods.metaquant.meta_nets import FCGrad, LSTMFC, MetaNet, MultiFC, build_meta_net
-from qcompile.methods.metaquant.meta_quantizer import SUPPORTED, MetaContext, MetaQuantizer
-from qcompile.methods.metaquant.options import MetaQuantOptions
-from qcompile.methods.metaquant.refine import RefinedOptimizer
-from qcompile.methods.metaquant.step import MetaQuantStep, meta_layers
-from qcompile.methods.registry import register_method
-from qcompile.plan import SitePlan
-from qcompile.quantizers import WeightQuantizer
+import importlib
+
+from qcompile.methods.metaquant.options import CLI_OPTIONS, MetaQuantOptions
+
+_LAZY = {
+    "FCGrad": "meta_nets", "LSTMFC": "meta_nets", "MetaNet": "meta_nets", "MultiFC": "meta_nets",
+    "build_meta_net": "meta_nets", "MetaContext": "meta_quantizer", "MetaQuantizer": "meta_quantizer",
+    "MetaQuant": "method", "RefinedOptimizer": "refine", "MetaQuantStep": "step", "meta_layers": "step",
+}
 
 
-@register_method
-class MetaQuant(Method):
-    name = "metaquant"
-    summary = "meta-learned gradient through the quantizer (FC-Grad / MultiFC / LSTMFC)"
-    paper = "Chen, Wang & Pan, MetaQuant, NeurIPS 2019"
-
-    def __init__(self, options: dict | None = None):
-        super().__init__(options)
-        self.settings = MetaQuantOptions.from_dict(self.options)
-
-    def weight_quantizer(self, site: SitePlan) -> WeightQuantizer:
-        """Wrap DoReFa/BWN. A site that differs from the spec by policy or override (e.g. a first
-        layer kept at 8-bit uniform) keeps its plain quantizer and trains by its STE gradient
-        with the same optimizer rule; an unsupported quantizer chosen for the model is an error."""
-        inner = super().weight_quantizer(site)
-        if isinstance(inner, SUPPORTED):
-            return MetaQuantizer(inner)
-        if site.reason:
-            return inner
-        raise ConfigError(f"MetaQuant needs a dorefa or bwn weight quantizer, got {site.quantizer!r}",
-                          hint="use --quantizer dorefa (k bits) or --quantizer bwn (1 bit) with --method metaquant")
-
-    def step_strategy(self) -> MetaQuantStep:
-        return MetaQuantStep(self.settings)
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "FCGrad", "LSTMFC", "MetaContext", "MetaNet", "MetaQuant", "MetaQuantOptions", "MetaQuantStep",
-    "MetaQuantizer", "MultiFC", "RefinedOptimizer", "build_meta_net", "meta_layers",
-]
+__all__ = ["CLI_OPTIONS", "MetaQuantOptions", *_LAZY]

@@ -5,6 +5,9 @@ meta-networks without a nonlinearity, the meta-net trained by Adam at 1e-3, and 
 Eq. (6). Note that these defaults make FC-Grad and MultiFC *linear* in their input (FC-Grad is a
 single learned gain on the gradient, MultiFC a gain proportional to W̃; metaquant.md §1.8a) —
 set ``nonlinearity`` and/or ``bias`` for a genuinely nonlinear meta-network.
+
+``CLI_OPTIONS`` are the same settings as command-line flags (``--meta``, ``--meta-hidden``, ...).
+This module imports no torch: ``qcompile --help`` reads it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qcompile.errors import ConfigError
+from qcompile.methods.cli_options import CliOption, CliOptions
 from qcompile.validation import is_int, is_number, require
 
 META_NETS = ("fc-grad", "multifc", "lstmfc")
@@ -99,3 +103,30 @@ def _validate(o: MetaQuantOptions) -> None:
     require(is_int(o.chunk_size) and o.chunk_size >= 0,
              f"chunk_size must be an integer >= 0, got {o.chunk_size!r}",
              "e.g. 262144 weights per meta-net call; 0 keeps a whole layer's graph (fast, more memory)")
+
+
+CLI_OPTIONS = CliOptions(
+    title="MetaQuant",
+    description="The paper quantizes weights only: add --a-bits none to match it.",
+    usage="with --quantizer dorefa or bwn",
+    options=(
+        CliOption("--meta", "meta", choices=META_NETS, case_sensitive=False,
+                  help="MetaQuant meta-network: FC-Grad (g → g), MultiFC (g ⊙ M(W̃)), LSTMFC (g ⊙ FC(LSTM(W̃))) "
+                       "[default: multifc]."),
+        CliOption("--meta-hidden", "hidden", type=int, min=1, help="Hidden width of the meta-network [default: 100]."),
+        CliOption("--meta-layers", "layers", type=int, min=1,
+                  help="Linear layers of the meta-network's FC part [default: 2 (1→H→1); LSTMFC: 1 after the LSTM]."),
+        CliOption("--meta-nonlinearity", "nonlinearity", choices=("none", *NONLINEARITIES),
+                  help="Between the FC layers [default: none — as the paper: FC-Grad is then a learned gain]."),
+        CliOption("--meta-bias/--no-meta-bias", "bias", type=bool, help="Biases in the FC layers [default: off]."),
+        CliOption("--forward-mode", "forward_mode", choices=FORWARD_MODES,
+                  help="'paper' (Eq. 6: the forward uses the update then committed) or 'reference' (the reference "
+                       "code's stale look-ahead) [default: paper]."),
+        CliOption("--meta-lr", "meta_lr", type=float, min=0, help="Adam lr of the meta-network [default: 1e-3]."),
+        CliOption("--meta-lr-decay/--no-meta-lr-decay", "meta_lr_decay", type=bool,
+                  help="Decay the meta lr with the --schedule of the base lr [default: off]."),
+        CliOption("--meta-chunk-size", "chunk_size", type=int, min=0,
+                  help="Weights per meta-network call (bounds its memory); 0 = a whole layer at once [default: 262144]."),
+    ),
+)
+"""MetaQuant's flags; each sets the :class:`MetaQuantOptions` field of its key."""
