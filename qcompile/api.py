@@ -30,10 +30,10 @@ from qcompile.passes.sites import float_ops, propagate_shapes
 from qcompile.passes.trace import example_inputs_for, trace
 from qcompile.plan import QuantPlan, QuantSpec, build_plan
 from qcompile.quantizers import ActivationQuantizer
+from qcompile.runtime.manifest import InputSpec, Manifest
 from qcompile.tasks import Task, get_task
 from qcompile.train import Batches, TrainConfig, TrainResult, evaluate, finetune
 from qcompile.train.batchnorm_stats import reestimate_batchnorm
-from qcompile.version import __version__
 
 
 def _spec_of(data: DatasetSplits | str | None) -> str | None:
@@ -219,32 +219,21 @@ class CompiledModel:
         gm, _ = run_passes(gm, export_passes(self.method.export_passes(self.plan)))
         return gm
 
-    def metadata(self) -> dict[str, str]:
-        """The artifact's ``metadata_props`` (JSON without spaces: it is stored in every file)."""
-        import json
+    def manifest(self) -> Manifest:
+        """What the artifact says about itself besides its layers (the export adds those)."""
+        from qcompile.export.artifact import manifest
 
-        def compact(value) -> str:
-            return json.dumps(value, separators=(",", ":"))
-
-        shape = list(self.example_inputs[0].shape)
-        layers = [{"name": s.name, "op": s.op, "w_bits": s.w_bits, "a_bits": s.a_bits,
-                   "weight_format": s.quantizer if s.quantized else "float"} for s in self.plan.sites]
         d = self.data
-        return {
-            "qcompile.version": __version__,
-            "qcompile.method": self.method.name,
-            "qcompile.layers": compact(layers),
-            "qcompile.input": compact({"shape": [None, *shape[1:]], "dtype": "float32",
-                                          "mean": list(d.mean) if d else None, "std": list(d.std) if d else None}),
-            "qcompile.classes": compact(list(d.classes) if d else []),
-        }
+        spec = InputSpec(shape=(None, *self.example_inputs[0].shape[1:]), dtype="float32",
+                         mean=tuple(d.mean) if d else None, std=tuple(d.std) if d else None)
+        return manifest("classifier", method=self.method.name, input=spec, classes=tuple(d.classes) if d else None)
 
     def export(self, path: str | Path, opset: int | None = None):
         """Write the packed low-bit ONNX artifact (atomically); returns the export report."""
         from qcompile.export.onnx_export import export_onnx
 
         gm = self.deployable()
-        return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.metadata(), opset=opset,
+        return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.manifest(), opset=opset,
                            onnx_passes=self.method.onnx_passes(self.plan))
 
     def export_float(self, path: str | Path):

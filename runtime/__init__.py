@@ -1,9 +1,9 @@
 """Torch-free deployment runtime: load a qcompile artifact and run it with onnxruntime.
 
 Shipped on its own as the ``qcompile-runtime`` distribution (numpy + onnxruntime only), which the full
-``qcompile`` depends on. ``Session(path).predict(x)`` is the main entry point. Names are loaded on first
-use, so ``import qcompile.runtime.errors`` (which the compiler's errors build on) does not load
-onnxruntime.
+``qcompile`` depends on. ``Session(path).predict(x)`` runs a classifier; ``load(path)`` opens any
+artifact as the session of its kind (``register_kind`` adds kinds). Names are loaded on first use,
+so ``import qcompile.runtime.errors`` (which the compiler's errors build on) does not load onnxruntime.
 """
 
 from __future__ import annotations
@@ -13,16 +13,24 @@ from qcompile.runtime.version import __version__
 _LAZY = {
     "Artifact": "qcompile.runtime.artifact",
     "ArtifactError": "qcompile.runtime.errors",
+    "Contents": "qcompile.runtime.container",
+    "FORMAT_VERSION": "qcompile.runtime.manifest",
     "InputError": "qcompile.runtime.errors",
+    "InputSpec": "qcompile.runtime.manifest",
+    "Manifest": "qcompile.runtime.manifest",
+    "OutputError": "qcompile.runtime.errors",
     "ProviderError": "qcompile.runtime.errors",
     "RuntimeFailure": "qcompile.runtime.errors",
     "RuntimeTask": "qcompile.runtime.tasks",
     "Session": "qcompile.runtime.session",
     "TaskError": "qcompile.runtime.errors",
+    "available_kinds": "qcompile.runtime.kinds",
     "get_runtime_task": "qcompile.runtime.tasks",
+    "load": "qcompile.runtime.kinds",
     "measure_latency": "qcompile.runtime.bench",
+    "register_kind": "qcompile.runtime.kinds",
     "register_runtime_task": "qcompile.runtime.tasks",
-    "resolve_providers": "qcompile.runtime.session",
+    "resolve_providers": "qcompile.runtime.engine",
 }
 
 __all__ = ["__version__", *_LAZY]

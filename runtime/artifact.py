@@ -1,22 +1,23 @@
-"""What an exported ``.onnx`` file says about itself, read through onnxruntime alone.
+"""What a classifier artifact says about itself: its manifest checked against its graph.
 
-The exporter stores qcompile's facts as string ``metadata_props`` (``qcompile.version``,
-``.method``, ``.layers``, ``.input``, ``.classes``). Any of them may be missing — a plain ONNX
-file from elsewhere still runs — so every field is optional except what the graph itself tells
-us (input name, shape, dtype). Malformed metadata, on the other hand, is an error: silently
-ignoring a broken ``mean`` would give wrong predictions.
+The manifest (:mod:`qcompile.runtime.manifest`) is validated on its own when it is read; here it
+meets the graph onnxruntime loaded. Every manifest field is optional for a classifier — a plain ONNX
+file from elsewhere still runs, and the graph gives input name, shape and dtype — but a manifest that
+contradicts the graph is an error: a wrong ``mean`` or class list would give wrong answers silently.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import onnxruntime as ort
 
+from qcompile.runtime.container import Contents, read_artifact
+from qcompile.runtime.engine import Engine
 from qcompile.runtime.errors import ArtifactError
+from qcompile.runtime.manifest import Dim, InputSpec, Manifest, check_input_spec
 
 # onnxruntime's type strings -> numpy dtype names (the ones a classifier input can have)
 ORT_TO_NUMPY = {
@@ -31,12 +32,10 @@ ORT_TO_NUMPY = {
 }
 _REEXPORT = "re-export the model with qcompile, or remove the broken metadata entry"
 
-Dim = int | None
-
 
 @dataclass(frozen=True)
 class Artifact:
-    """Facts about one model file. ``input_shape`` uses ``None`` for dynamic dims (usually batch)."""
+    """Facts about one classifier file. ``input_shape`` uses ``None`` for dynamic dims (usually batch)."""
 
     path: Path
     file_size_bytes: int
@@ -44,120 +43,96 @@ class Artifact:
     input_shape: tuple[Dim, ...]
     input_dtype: str
     output_names: tuple[str, ...]
-    version: str | None = None
+    version: str | None = None  # the qcompile version that wrote it
     method: str | None = None
     layers: tuple[dict[str, Any], ...] = ()
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     classes: tuple[str, ...] | None = None
+    output_width: int | None = None  # classes per output row, when the graph fixes it
+    manifest: Manifest | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Artifact:
         """Read an artifact without optimising the graph (cheap; for inspection, not inference)."""
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return cls.from_session(path, open_inference_session(path, options, ["CPUExecutionProvider"]))
+        return cls.from_contents(read_artifact(path, Engine.inspection()))
 
     @classmethod
-    def from_session(cls, path: str | Path, session: ort.InferenceSession) -> Artifact:
-        """Combine the graph's input signature with the ``qcompile.*`` metadata of ``session``."""
+    def from_contents(cls, contents: Contents) -> Artifact:
+        """Combine the graph's signature with the manifest; :class:`ArtifactError` where they disagree."""
+        return cls.from_session(contents.path, contents.session(), contents.manifest, contents.file_size_bytes)
+
+    @classmethod
+    def from_session(cls, path: str | Path, session: ort.InferenceSession, manifest: Manifest,
+                     file_size_bytes: int | None = None) -> Artifact:
         path = Path(path)
-        inputs = session.get_inputs()
+        inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
             raise ArtifactError(
                 f"{path} has {len(inputs)} inputs {[i.name for i in inputs]}; the runtime runs single-input models",
                 hint="export the model with one image input",
             )
         graph_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
-        meta = session.get_modelmeta().custom_metadata_map
-        spec = _json(meta, "qcompile.input", dict, path) or {}
-        shape = _meta_shape(spec.get("shape"), graph_shape, path)
-        mean, std = _floats(spec, "mean", path), _floats(spec, "std", path)
-        _check_stats(mean, std, shape, path)
-        classes = _json(meta, "qcompile.classes", list, path)
+        graph_dtype = ORT_TO_NUMPY.get(inputs[0].type, inputs[0].type)
+        spec = manifest.input or InputSpec()
+        shape = _merge_shape(spec.shape, graph_shape, path)
+        if spec.dtype is not None and spec.dtype != graph_dtype:
+            raise ArtifactError(f"{path}: metadata input dtype {spec.dtype} contradicts the graph's {graph_dtype}",
+                                hint=_REEXPORT)
+        check_input_spec(InputSpec(shape, graph_dtype, spec.mean, spec.std), str(path))
+        width = _output_width(outputs[0].shape, manifest.classes, path)
+        if width is not None:
+            _check_width(path, manifest.classes, width)
         return cls(
             path=path,
-            file_size_bytes=path.stat().st_size,
+            file_size_bytes=path.stat().st_size if file_size_bytes is None else file_size_bytes,
             input_name=inputs[0].name,
             input_shape=shape,
-            input_dtype=ORT_TO_NUMPY.get(inputs[0].type, inputs[0].type),
-            output_names=tuple(o.name for o in session.get_outputs()),
-            version=meta.get("qcompile.version"),
-            method=meta.get("qcompile.method"),
-            layers=tuple(_json(meta, "qcompile.layers", list, path) or ()),
-            mean=mean,
-            std=std,
-            classes=None if classes is None else tuple(str(c) for c in classes),
+            input_dtype=graph_dtype,
+            output_names=tuple(o.name for o in outputs),
+            version=manifest.producer_version,
+            method=manifest.method,
+            layers=manifest.layers,
+            mean=spec.mean,
+            std=spec.std,
+            classes=manifest.classes,
+            output_width=width,
+            manifest=manifest,
         )
 
-
-def open_inference_session(
-    path: str | Path, options: ort.SessionOptions, providers: Sequence[str], disabled_optimizers: Sequence[str] = ()
-) -> ort.InferenceSession:
-    """``ort.InferenceSession`` with a missing or non-ONNX file reported as :class:`ArtifactError`."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise ArtifactError(f"model file {path} {what}", hint="pass the path of an exported .onnx file")
-    try:
-        return ort.InferenceSession(str(path), options, providers=list(providers),
-                                    disabled_optimizers=list(disabled_optimizers) or None)
-    except Exception as e:  # onnxruntime raises its own pybind exception types (InvalidProtobuf, Fail, ...)
-        raise ArtifactError(
-            f"onnxruntime cannot load {path}: {e}",
-            hint="check that the file is a complete ONNX model (e.g. not truncated, not a PyTorch checkpoint)",
-        ) from None
+    def check_output_width(self, shape: tuple[int, ...]) -> None:
+        """A class list must name every column of a ``[batch, classes]`` output: checked at the first run
+        when the graph leaves the width open."""
+        _output_width(list(shape), self.classes, self.path)
+        if shape:
+            _check_width(self.path, self.classes, shape[-1])
 
 
-def _json(meta: dict[str, str], key: str, kind: type, path: Path) -> Any:
-    if key not in meta:
-        return None
-    try:
-        value = json.loads(meta[key])
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}: metadata {key!r} is not valid JSON ({e})", hint=_REEXPORT) from None
-    if not isinstance(value, kind):
-        raise ArtifactError(f"{path}: metadata {key!r} should be a JSON {kind.__name__}", hint=_REEXPORT)
-    return value
+def _check_width(path: Path, classes: tuple[str, ...] | None, width: int) -> None:
+    if classes is not None and width != len(classes):
+        raise ArtifactError(f"{path}: the metadata names {len(classes)} classes, the model outputs {width} scores",
+                            hint=_REEXPORT)
 
 
-def _meta_shape(declared: Any, graph: tuple[Dim, ...], path: Path) -> tuple[Dim, ...]:
+def _merge_shape(declared: tuple[Dim, ...] | None, graph: tuple[Dim, ...], path: Path) -> tuple[Dim, ...]:
     """The metadata shape, checked against the graph's; the graph's when metadata has none."""
     if declared is None:
         return graph
-    if not isinstance(declared, list) or not all(d is None or isinstance(d, int) for d in declared):
-        raise ArtifactError(f"{path}: metadata input shape {declared!r} is not a list of ints/nulls", hint=_REEXPORT)
     clash = len(declared) != len(graph) or any(
         d is not None and g is not None and d != g for d, g in zip(declared, graph)
     )
     if clash:
         raise ArtifactError(
-            f"{path}: metadata input shape {declared} contradicts the graph's {list(graph)}", hint=_REEXPORT
+            f"{path}: metadata input shape {list(declared)} contradicts the graph's {list(graph)}", hint=_REEXPORT
         )
     return tuple(g if g is not None else d for d, g in zip(declared, graph))
 
 
-def _floats(spec: dict, key: str, path: Path) -> tuple[float, ...] | None:
-    value = spec.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) for v in value):
+def _output_width(shape: list, classes: tuple[str, ...] | None, path: Path) -> int | None:
+    """The graph's class count (last dim of a ``[batch, classes]`` output); ``None`` when it is dynamic."""
+    rank_known = isinstance(shape, list)
+    if classes is not None and rank_known and len(shape) != 2:
         raise ArtifactError(
-            f"{path}: metadata input {key} {value!r} is not a non-empty list of numbers", hint=_REEXPORT
-        )
-    return tuple(float(v) for v in value)
-
-
-def _check_stats(mean, std, shape: tuple[Dim, ...], path: Path) -> None:
-    if (mean is None) != (std is None):
-        raise ArtifactError(f"{path}: metadata input has only one of mean/std", hint=_REEXPORT)
-    if mean is None:
-        return
-    channels = shape[1] if len(shape) >= 2 else None
-    for key, values in (("mean", mean), ("std", std)):
-        if len(values) != 1 and channels is not None and len(values) != channels:
-            raise ArtifactError(
-                f"{path}: metadata input {key} has {len(values)} values for {channels} channels", hint=_REEXPORT
-            )
-    if any(s <= 0 for s in std):
-        raise ArtifactError(f"{path}: metadata input std {list(std)} has a value <= 0", hint=_REEXPORT)
+            f"{path}: the metadata names {len(classes)} classes, but the model's output has shape {shape}, "
+            "not [batch, classes]", hint=_REEXPORT)
+    return shape[-1] if rank_known and shape and isinstance(shape[-1], int) else None

@@ -32,6 +32,10 @@ class InputError(RuntimeFailure, ValueError):
     """An input array does not match the model's input (dtype, rank or a fixed dimension)."""
 
 
+class OutputError(RuntimeFailure):
+    """The model's outputs cannot be right (NaN/inf for finite inputs): never reported as a result."""
+
+
 class ProviderError(RuntimeFailure):
     """A requested onnxruntime execution provider is not available on this machine."""
 

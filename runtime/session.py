@@ -1,8 +1,9 @@
 """Run an exported model: provider choice, input checks, batching and normalisation.
 
-A :class:`Session` holds one ``onnxruntime.InferenceSession`` and nothing mutable besides it.
-ORT's ``run`` is safe to call from many threads at once, so one ``Session`` can serve a thread
-pool without locks.
+A :class:`Session` holds one ``onnxruntime.InferenceSession`` and, besides it, only a flag set at the
+first run (idempotent). ORT's ``run`` is safe to call from many threads at once, so one ``Session``
+can serve a thread pool without locks. It is the ``classifier`` kind's session: it registers that
+kind with :func:`qcompile.runtime.load`.
 """
 
 from __future__ import annotations
@@ -11,76 +12,51 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnxruntime as ort
 
-from qcompile.runtime.artifact import Artifact, Dim, open_inference_session
-from qcompile.runtime.errors import ArtifactError, InputError, ProviderError
+from qcompile.runtime.artifact import Artifact
+from qcompile.runtime.container import Contents, read_artifact
+from qcompile.runtime.engine import DEFAULT_SPINNING, Engine
+from qcompile.runtime.errors import ArtifactError, InputError, OutputError
+from qcompile.runtime.kinds import register_kind
+from qcompile.runtime.manifest import Dim
 
-CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-ALIASES = {"cpu": CPU, "cuda": CUDA}  # short names accepted by the CLI's --providers
-
-# Graph rewrites that would break bit-exactness with PyTorch. A quantized conv computes
-# Conv(x_ints, w_ints) -> Mul(output_scale): integer sums that float32 holds exactly in any order.
-# Once DequantizeLinear is constant-folded, ConvMulFusion multiplies the scale into the weights, so
-# the conv sums non-integers and rounds differently; the next activation quantizer can then flip a
-# code (seen: 2 of 16 seeds x 2048 inputs, output error ~3e-3). Keeping the Mul costs ~20% latency
-# on activation-quantized convs and nothing on weight-only models (they have no Mul after the conv).
-EXACTNESS_DISABLED_OPTIMIZERS = ("ConvMulFusion",)
-
-
-def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
-    """``"auto"``: CUDA then CPU when CUDA is available, else CPU. Otherwise the names given
-    (full provider names, or ``"cpu"``/``"cuda"``), checked."""
-    available = ort.get_available_providers()
-    if providers == "auto":
-        return [CUDA, CPU] if CUDA in available else [CPU]
-    requested = [providers] if isinstance(providers, str) else list(providers)
-    requested = [ALIASES.get(p.lower(), p) for p in requested]
-    missing = [p for p in requested if p not in available]
-    if not requested or missing:
-        raise ProviderError(
-            f"execution provider(s) {missing or requested} not available; this onnxruntime has {available}",
-            hint="use providers='auto', pick from the available list, or install onnxruntime-gpu for CUDA",
-        )
-    return requested
-
-
-def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
-    """The options every runtime session uses (exposed so tests can inspect the optimised graph)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # By default ORT's constant folding skips DequantizeLinear (to keep Q/DQ for its quantized kernels),
-    # so DQ on our packed constant weights runs on *every* call. Measured on ORT 1.32, CPU, int8/int4/
-    # uint4 weights behind DequantizeLinear, via optimized_model_filepath (kept honest by
-    # tests/test_runtime.py::test_dequantize_of_constant_weights_is_folded_at_load):
-    # * without the entry, in 2-layer MLPs and CNNs every DQ stayed in the optimised graph: 784-512-10
-    #   MLP 0.15-0.34 ms at batch 1, a 2-conv CNN 13.5 ms at batch 64. Only a graph with a single
-    #   DQ->MatMul got fused into MatMulNBits, which uses accuracy_level=4 (int8 activations): 2.4e-3
-    #   relative error against the exact dequantized product;
-    # * with it, no DQ is left (weights become float initializers): MLP 0.015 ms, CNN 7.9 ms, and
-    #   outputs match the exact product to float rounding (~4e-7 relative).
-    # Cost: weights sit in memory as float32 (the file on disk stays packed), and the MatMulNBits path
-    # is lost where it applied (it was faster only for large MatMuls, e.g. 4096x4096 at batch 1).
-    options.add_session_config_entry("session.disable_quant_qdq", "1")
-    if intra_op_threads is not None:
-        if not isinstance(intra_op_threads, int) or intra_op_threads < 1:
-            raise ValueError(f"intra_op_threads must be a positive int or None, got {intra_op_threads!r}")
-        options.intra_op_num_threads = intra_op_threads
-    return options
+CLASSIFIER = "classifier"
 
 
 class Session:
-    """An exported model ready to run. ``run`` takes one batch; ``predict`` any number of samples."""
+    """An exported classifier ready to run. ``run`` takes one batch; ``predict`` any number of samples.
+
+    ``spinning`` lets onnxruntime's worker threads busy-wait between kernels (see
+    :data:`~qcompile.runtime.engine.DEFAULT_SPINNING` for the measured default).
+    """
 
     def __init__(
         self,
         path: str | Path,
         providers: str | Sequence[str] = "auto",
         intra_op_threads: int | None = None,
+        spinning: bool = DEFAULT_SPINNING,
     ):
-        self._ort = open_inference_session(path, session_options(intra_op_threads), resolve_providers(providers),
-                                           EXACTNESS_DISABLED_OPTIMIZERS)
-        self.artifact = Artifact.from_session(path, self._ort)
+        contents = read_artifact(path, Engine.create(providers, intra_op_threads, spinning))
+        if contents.manifest.kind != CLASSIFIER:
+            raise ArtifactError(
+                f"{path} is a {contents.manifest.kind!r} artifact; Session runs classifiers",
+                hint="open it with qcompile.runtime.load(path), which returns the session of its kind",
+            )
+        self._open(contents)
+
+    @classmethod
+    def from_contents(cls, contents: Contents) -> Session:
+        """The opener of the ``classifier`` kind (see :func:`qcompile.runtime.load`)."""
+        session = cls.__new__(cls)
+        session._open(contents)
+        return session
+
+    def _open(self, contents: Contents) -> None:
+        self._ort = contents.session()
+        self.artifact = Artifact.from_contents(contents)
+        # a class list is checked against the graph's output width, or at the first run if that is dynamic
+        self._width_checked = self.artifact.output_width is not None
 
     @property
     def providers(self) -> list[str]:
@@ -125,14 +101,40 @@ class Session:
             )
         bcast = (-1,) + (1,) * (x.ndim - 2)
         out = (x - np.asarray(mean, np.float32).reshape(bcast)) / np.asarray(std, np.float32).reshape(bcast)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        out = np.ascontiguousarray(out, dtype=np.float32)
+        if not np.isfinite(out).all() and np.isfinite(x).all():
+            raise InputError(f"normalising with the artifact's mean {list(mean)} / std {list(std)} overflows float32",
+                             hint="pass float32 images in [0, 1] (divide uint8 images by 255)")
+        return out
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         name, output = self.artifact.input_name, self.artifact.output_names[0]
-        return self._ort.run([output], {name: x})[0]
+        out = self._ort.run([output], {name: x})[0]
+        if not self._width_checked:
+            self.artifact.check_output_width(out.shape)
+            self._width_checked = True
+        if out.dtype.kind == "f" and not np.isfinite(out).all() and np.isfinite(x).all():
+            raise self._non_finite(out)
+        return out
+
+    def _non_finite(self, out: np.ndarray) -> OutputError:
+        """Finite inputs, NaN/inf outputs: never a result to report, always a broken model or input scale."""
+        art = self.artifact
+        stats = f" (its mean {list(art.mean)}, std {list(art.std)})" if art.mean is not None else ""
+        return OutputError(
+            f"{art.path} returned {int((~np.isfinite(out)).sum())} NaN/inf values among {out.size} outputs for "
+            "finite inputs",
+            hint=f"likely causes: inputs on another scale than in training (normalize=True applies the artifact's "
+                 f"normalisation{stats} to float32 images in [0, 1]), or weights/BatchNorm statistics that "
+                 "overflow (re-export after calibrating or re-estimating BatchNorm on data)",
+        )
 
     def __repr__(self) -> str:
         return f"Session({str(self.artifact.path)!r}, providers={self.providers})"
+
+
+register_kind(CLASSIFIER, Session.from_contents, graphs=("model",),
+              description="one graph: images -> class scores [batch, classes]")
 
 
 def check_input(x: object, shape: tuple[Dim, ...], dtype: str) -> None:

@@ -16,12 +16,15 @@ from onnx import TensorProto, numpy_helper
 from qcompile.errors import ExportError
 from qcompile import atomic
 from qcompile.export import onnx_export
+from qcompile.export.artifact import PRODUCER, manifest
 from qcompile.export.onnx_export import export_float_onnx, export_onnx
 from qcompile.export.onnx_passes import AttachMetadata
 from qcompile.export.packing import container_bits
 from qcompile.export.size import size_report
 from qcompile.plan import QuantSpec
 from qcompile.quantized_ops import QuantizedOp
+from qcompile.runtime import Artifact, InputSpec
+from qcompile.runtime.manifest import MANIFEST_KEY
 from test_freeze_for_export import build_quantized, tiny_cnn, tiny_conv1d
 
 BITS = {"0": 4, "3": 2, "6": 3, "8": 8, "11": 1}  # every container width in one model
@@ -44,11 +47,8 @@ CASES = {
 CODE_TYPES = {(2, True): TensorProto.INT2, (2, False): TensorProto.UINT2, (4, True): TensorProto.INT4,
               (4, False): TensorProto.UINT4, (8, True): TensorProto.INT8, (8, False): TensorProto.UINT8,
               (1, False): TensorProto.UINT8}
-METADATA = {
-    "qcompile.method": "ste",
-    "qcompile.input": json.dumps({"shape": [None, 3, 6, 6], "dtype": "float32", "mean": [0.5], "std": [0.25]}),
-    "qcompile.classes": json.dumps([str(i) for i in range(10)]),
-}
+MANIFEST = manifest("classifier", method="ste", input=InputSpec((None, 3, 6, 6), "float32", (0.5,), (0.25,)),
+                    classes=tuple(str(i) for i in range(10)))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def exported(tmp_path_factory):
             else:
                 gm, x = build_quantized(CASES[name], tiny_cnn)
             path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
-            cache[name] = (gm, x, path, export_onnx(gm, (x,), path, METADATA))
+            cache[name] = (gm, x, path, export_onnx(gm, (x,), path, MANIFEST))
         return cache[name]
 
     return get
@@ -154,16 +154,29 @@ def test_activation_clip_bounds_are_exact(exported, name):
         assert (0.0, 15.0) in clips and (-8.0, 7.0) in clips  # uint4 after ReLU, int4 on the raw input
 
 
-def test_metadata_round_trips(exported):
+def test_manifest_round_trips_with_the_exports_own_layer_records(exported):
     _, _, path, report = exported("sym-pc-a8")
     meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    for key, value in METADATA.items():
-        assert meta[key] == value
-    assert meta["qcompile.version"]
-    layers = json.loads(meta["qcompile.layers"])
-    assert layers == report.layers
-    summary = {(layer["name"], layer["w_bits"], layer["a_bits"], layer["weight_format"]) for layer in layers}
-    assert summary >= {("0", 4, 8, "int4"), ("11", 1, 8, "uint8-bitpacked")}
+    assert set(meta) == {MANIFEST_KEY}  # one key: the manifest, nothing written twice
+    d = json.loads(meta[MANIFEST_KEY])
+    assert (d["format"], d["kind"], d["producer"], d["method"]) == (1, "classifier", PRODUCER, "ste")
+    assert d["input"] == {"shape": [None, 3, 6, 6], "dtype": "float32", "mean": [0.5], "std": [0.25]}
+    assert d["classes"] == [str(i) for i in range(10)]
+    assert meta[MANIFEST_KEY] == json.dumps(d, separators=(",", ":"))  # compact: its bytes count in the file
+    assert d["layers"] == [[r["name"], r["op"], r["w_bits"], r["a_bits"], r["weight_format"]] for r in report.layers]
+    art = Artifact.load(path)
+    assert list(art.layers) == report.layers and art.method == "ste" and art.mean == (0.5,)
+    summary = {(layer["name"], layer["w_bits"], layer["a_bits"], layer["weight_format"]) for layer in art.layers}
+    assert summary >= {("0", 4, 8, "int4"), ("3", 2, 8, "int2"), ("6", 3, 8, "int4"), ("8", 8, 8, "int8"),
+                       ("11", 1, 8, "uint8-bitpacked")}
+
+
+def test_an_invalid_manifest_is_an_export_error_and_nothing_is_written(tmp_path):
+    gm, x = build_quantized(QuantSpec(w_bits=4, a_bits=8))
+    bad = manifest("classifier", input=InputSpec((None, 3, 6, 6), "float32", (float("nan"),), (0.25,)))
+    with pytest.raises(ExportError, match="manifest is invalid.*not finite"):
+        export_onnx(gm, (x,), tmp_path / "m.onnx", bad)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_size_report(exported):
@@ -193,7 +206,7 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "_check", broken_check)
     with pytest.raises(ExportError, match="checker says no"):
-        export_onnx(gm, (x,), target, {})
+        export_onnx(gm, (x,), target)
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
 
@@ -204,20 +217,20 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        export_onnx(gm, (x,), target, {})
+        export_onnx(gm, (x,), target)
     assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"previous model"
 
 
 def test_export_leaves_the_graph_module_alone(tmp_path):
     gm, x = build_quantized(QuantSpec(w_bits=2, a_bits=8))
-    export_onnx(gm, (x,), tmp_path / "m.onnx", {})
+    export_onnx(gm, (x,), tmp_path / "m.onnx")
     assert len(quantized_ops(gm)) == 5
 
 
 def test_rejects_too_low_opset_and_non_string_metadata(tmp_path):
     gm, x = build_quantized(QuantSpec(w_bits=2, a_bits=None))
     with pytest.raises(ExportError, match="opset >= 25"):
-        export_onnx(gm, (x,), tmp_path / "m.onnx", {}, opset=21)
+        export_onnx(gm, (x,), tmp_path / "m.onnx", opset=21)
     with pytest.raises(TypeError, match="must be str"):
         AttachMetadata({"qcompile.classes": ["a", "b"]})
     assert list(tmp_path.iterdir()) == []

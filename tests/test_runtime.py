@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import qcompile.runtime.session as session_mod
+import qcompile.runtime.engine as engine_mod
 from qcompile.runtime import (
     Artifact,
     ArtifactError,
@@ -21,35 +22,46 @@ from qcompile.runtime import (
     measure_latency,
     resolve_providers,
 )
-from qcompile.runtime.session import session_options
+from qcompile.runtime.engine import session_options
+from qcompile.runtime.manifest import MANIFEST_KEY
 
 RNG = np.random.default_rng(0)
 W = RNG.standard_normal((16, 3)).astype(np.float32)
 B = RNG.standard_normal(3).astype(np.float32)
-META = {
-    "qcompile.version": "0.1.0",
-    "qcompile.method": "ste",
-    "qcompile.layers": json.dumps([{"name": "fc", "op": "linear", "w_bits": 4, "a_bits": 8, "weight_format": "int4"}]),
-    "qcompile.input": json.dumps({"shape": [None, 1, 4, 4], "dtype": "float32", "mean": [0.5], "std": [0.25]}),
-    "qcompile.classes": json.dumps(["cat", "dog", "eel"]),
+MANIFEST = {
+    "format": 1,
+    "kind": "classifier",
+    "producer": "qcompile 0.2.0",
+    "method": "ste",
+    "input": {"shape": [None, 1, 4, 4], "dtype": "float32", "mean": [0.5], "std": [0.25]},
+    "classes": ["cat", "dog", "eel"],
+    "layers": [["fc", "Linear", 4, 8, "int4"]],
 }
+META = {MANIFEST_KEY: json.dumps(MANIFEST)}
 
 
-def save_classifier(path: Path, shape=(None, 1, 4, 4), metadata: dict[str, str] | None = None) -> Path:
-    """Flatten -> MatMul(W) -> Add(B): logits for 3 classes from a 1x4x4 image."""
+def save_classifier(path: Path, shape=(None, 1, 4, 4), metadata: dict[str, str] | None = None, w: np.ndarray = W,
+                    fixed_width: bool = True, opset: int = 17) -> Path:
+    """Flatten -> MatMul(w) -> Add(B): logits for 3 classes from a 1x4x4 image.
+
+    ``fixed_width=False`` reshapes the logits to their own runtime shape, which leaves the output
+    width unknown until the model runs.
+    """
     nodes = [
         helper.make_node("Flatten", ["x"], ["f"]),
         helper.make_node("MatMul", ["f", "W"], ["h"]),
-        helper.make_node("Add", ["h", "B"], ["logits"]),
+        helper.make_node("Add", ["h", "B"], ["logits" if fixed_width else "a"]),
     ]
+    if not fixed_width:
+        nodes += [helper.make_node("Shape", ["a"], ["s"]), helper.make_node("Reshape", ["a", "s"], ["logits"])]
     graph = helper.make_graph(
         nodes,
         "clf",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], 3])],
-        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], 3] if fixed_width else None)],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(B, "B")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 9
     if metadata:
         helper.set_model_props(model, metadata)
@@ -78,13 +90,13 @@ def images(n: int) -> np.ndarray:
 # -- artifact ----------------------------------------------------------------------------------
 
 
-def test_artifact_reads_qcompile_metadata(model):
+def test_artifact_reads_the_manifest(model):
     art = Artifact.load(model)
-    assert (art.version, art.method) == ("0.1.0", "ste")
-    assert art.layers == ({"name": "fc", "op": "linear", "w_bits": 4, "a_bits": 8, "weight_format": "int4"},)
+    assert (art.version, art.method, art.manifest.kind, art.manifest.format) == ("0.2.0", "ste", "classifier", 1)
+    assert art.layers == ({"name": "fc", "op": "Linear", "w_bits": 4, "a_bits": 8, "weight_format": "int4"},)
     assert art.input_shape == (None, 1, 4, 4) and art.input_dtype == "float32" and art.input_name == "x"
     assert art.mean == (0.5,) and art.std == (0.25,)
-    assert art.classes == ("cat", "dog", "eel")
+    assert art.classes == ("cat", "dog", "eel") and art.output_width == 3
     assert art.file_size_bytes == model.stat().st_size > 0 and art.path == model
 
 
@@ -103,28 +115,28 @@ def test_missing_folder_and_non_onnx_files_raise_artifact_error(tmp_path):
     assert "How to fix:" in str(e.value)
     with pytest.raises(ArtifactError, match="is a folder"):
         Artifact.load(tmp_path)
-    junk = tmp_path / "model.pt"
-    junk.write_bytes(b"PK\x03\x04 this is a torch checkpoint, not onnx")
+    junk = tmp_path / "model.bin"
+    junk.write_bytes(b"\x08\x07 neither onnx nor a bundle")
+    with pytest.raises(ArtifactError, match="is not an ONNX model \\(malformed protobuf field") as e:
+        Session(junk)
+    assert "complete ONNX model" in e.value.hint
+    junk.write_bytes(b"\x08\x07")  # a well-formed protobuf (ir_version 7) without a graph
     with pytest.raises(ArtifactError, match="onnxruntime cannot load") as e:
         Session(junk)
     assert "complete ONNX model" in e.value.hint
-
-
-@pytest.mark.parametrize(
-    "key, value, message",
-    [
-        ("qcompile.classes", "[not json", "'qcompile.classes' is not valid JSON"),
-        ("qcompile.layers", '{"a": 1}', "'qcompile.layers' should be a JSON list"),
-        ("qcompile.input", json.dumps({"shape": [None, 3, 4, 4]}), "contradicts the graph's"),
-        ("qcompile.input", json.dumps({"shape": [None, 1, 4, 4], "mean": [0.5, 0.5], "std": [1, 1]}), "2 values for 1"),
-        ("qcompile.input", json.dumps({"mean": [0.5], "std": [0]}), "has a value <= 0"),
-    ],
-)
-def test_malformed_metadata_is_an_error(tmp_path, key, value, message):
-    path = save_classifier(tmp_path / "bad.onnx", metadata={**META, key: value})
-    with pytest.raises(ArtifactError, match=message) as e:
-        Artifact.load(path)
-    assert "re-export" in e.value.hint
+    checkpoint = tmp_path / "model.pt"  # PyTorch checkpoints are zip archives, like bundles
+    with zipfile.ZipFile(checkpoint, "w") as z:
+        z.writestr("archive/data.pkl", b"pickle")
+    with pytest.raises(ArtifactError, match="zip archive without manifest.json, so not a qcompile bundle") as e:
+        Session(checkpoint)
+    assert "exported .onnx file or a bundle" in e.value.hint
+    checkpoint.write_bytes(checkpoint.read_bytes()[:30])
+    with pytest.raises(ArtifactError, match="starts like a zip archive .* cannot be read as one") as e:
+        Session(checkpoint)
+    for empty in (tmp_path / "empty.onnx",):
+        empty.write_bytes(b"")
+        with pytest.raises(ArtifactError, match="is empty"):
+            Artifact.load(empty)
 
 
 # -- running and validation --------------------------------------------------------------------
@@ -219,7 +231,7 @@ def test_concurrent_runs_from_many_threads_match_sequential(model):
 
 def test_auto_picks_cuda_then_cpu_only_when_available(monkeypatch):
     def only(*names: str) -> None:
-        monkeypatch.setattr(session_mod.ort, "get_available_providers", lambda: list(names))
+        monkeypatch.setattr(engine_mod.ort, "get_available_providers", lambda: list(names))
 
     only("CUDAExecutionProvider", "CPUExecutionProvider")
     assert resolve_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -232,12 +244,30 @@ def test_auto_picks_cuda_then_cpu_only_when_available(monkeypatch):
 
 
 def test_session_uses_resolved_providers_and_threads(model, monkeypatch):
-    monkeypatch.setattr(session_mod.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(engine_mod.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     session = Session(model, providers="auto", intra_op_threads=1)
     assert session.providers == ["CPUExecutionProvider"]
     assert "clf.onnx" in repr(session)
     with pytest.raises(ValueError, match="intra_op_threads"):
         Session(model, intra_op_threads=0)
+
+
+def test_thread_spinning_is_off_by_default_and_can_be_turned_on(model, monkeypatch):
+    key = "session.intra_op.allow_spinning"
+    assert session_options().get_session_config_entry(key) == "0"
+    assert session_options(spinning=True).get_session_config_entry(key) == "1"
+    assert engine_mod.DEFAULT_SPINNING is False
+    built = []
+    real = engine_mod.session_options
+    monkeypatch.setattr(engine_mod, "session_options", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    x = images(3)
+    expected = Session(model).run(x)
+    assert built[-1].get_session_config_entry(key) == "0"  # the options the ORT session was built with
+    for spinning, entry in ((True, "1"), (False, "0")):
+        np.testing.assert_array_equal(Session(model, spinning=spinning).run(x), expected)
+        assert built[-1].get_session_config_entry(key) == entry
+    with pytest.raises(ValueError, match="spinning must be True or False"):
+        Session(model, spinning="yes")
 
 
 def test_dequantize_of_constant_weights_is_folded_at_load(tmp_path):
@@ -273,12 +303,12 @@ def test_dequantize_of_constant_weights_is_folded_at_load(tmp_path):
     def optimised_ops(options) -> list[str]:
         options.optimized_model_filepath = str(tmp_path / "opt.onnx")
         options.log_severity_level = 3
-        session_mod.ort.InferenceSession(str(tmp_path / "qdq.onnx"), options, providers=["CPUExecutionProvider"])
+        engine_mod.ort.InferenceSession(str(tmp_path / "qdq.onnx"), options, providers=["CPUExecutionProvider"])
         return [n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node]
 
     assert optimised_ops(session_options()) == ["Flatten", "MatMul", "Relu", "MatMul", "Relu"]
-    baseline = session_mod.ort.SessionOptions()
-    baseline.graph_optimization_level = session_mod.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    baseline = engine_mod.ort.SessionOptions()
+    baseline.graph_optimization_level = engine_mod.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert optimised_ops(baseline).count("DequantizeLinear") == 2, "ORT now folds DQ by default: drop the entry?"
     x = images(4)
     relu = lambda v: np.maximum(v, 0)  # noqa: E731
@@ -309,7 +339,7 @@ import json, sys
 import numpy as np
 import qcompile.runtime as rt
 
-session = rt.Session(sys.argv[1])
+session = rt.load(sys.argv[1])  # the factory: opens the classifier kind as a Session
 x = np.random.default_rng(3).random((6, 1, 4, 4), dtype=np.float32)
 print(json.dumps({
     "out": session.predict(x, batch_size=4, normalize=True).tolist(),

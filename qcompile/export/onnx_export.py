@@ -3,17 +3,19 @@
     deepcopy → FreezeForExport → torch.onnx.export(dynamo) → onnx_passes → checker → atomic write
 
 The file holds INT4/INT2/... initializers feeding DequantizeLinear, activation quantization as
-Div → Round → Clip(qmin, qmax), and qcompile's ``metadata_props``. Nothing is written unless
-every step, the full ONNX checker included, succeeds: the model goes to a temporary file in the
-target folder and is moved into place with ``os.replace``.
+Div → Round → Clip(qmin, qmax), and the artifact manifest in ``metadata_props``
+(:mod:`qcompile.export.artifact`), whose per-layer records come from this export alone. Nothing is
+written unless every step, the full ONNX checker included, succeeds: the model goes to a temporary
+file in the target folder and is moved into place with ``os.replace``. :func:`export_graph` stops
+before writing, for artifacts of several graphs (:func:`~qcompile.export.artifact.write_bundle`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
-import json
 import logging
 import warnings
 from collections.abc import Sequence
@@ -28,9 +30,12 @@ from torch import fx, nn
 
 from qcompile.atomic import atomic_write
 from qcompile.errors import ExportError
+from qcompile.export.artifact import manifest as new_manifest
+from qcompile.export.artifact import manifest_props
 from qcompile.export.onnx_passes import export_pipeline
 from qcompile.passes.freeze_for_export import FreezeForExport
-from qcompile.version import __version__
+from qcompile.runtime.errors import ArtifactError
+from qcompile.runtime.manifest import Manifest
 
 DEFAULT_OPSET = 21  # INT4/UINT4 in DequantizeLinear
 INT2_OPSET = 25  # INT2/UINT2 (ONNX 1.20, ORT >= 1.24)
@@ -46,6 +51,16 @@ class ExportReport:
     file_bytes: int
     layers: list[dict] = field(default_factory=list)  # FreezeForExport's per-layer summary
     onnx_passes: list[str] = field(default_factory=list)  # the ONNX passes that changed the model
+
+
+@dataclass
+class ExportedGraph:
+    """One exported, checked graph, not yet written: what a bundle writer puts beside others."""
+
+    proto: onnx.ModelProto
+    opset: int
+    layers: list[dict]  # FreezeForExport's per-layer summary: the manifest's layer records
+    onnx_passes: list[str]
 
 
 def _as_tuple(example_inputs) -> tuple[torch.Tensor, ...]:
@@ -109,25 +124,24 @@ def _opset(layers: list[dict], requested: int | None) -> int:
     return requested
 
 
-def export_onnx(gm: fx.GraphModule, example_inputs, path: str | Path, metadata: dict[str, str],
-                opset: int | None = None, onnx_passes: Sequence[ir.passes.PassBase] = ()) -> ExportReport:
-    """Export a stripped, BN-folded quantized GraphModule to ``path``; ``gm`` itself is not modified.
+def export_graph(gm: fx.GraphModule, example_inputs, opset: int | None = None, manifest: Manifest | None = None,
+                 onnx_passes: Sequence[ir.passes.PassBase] = ()) -> ExportedGraph:
+    """Freeze, export and check a stripped, BN-folded quantized GraphModule; ``gm`` is not modified.
 
-    ``metadata`` is written to ``metadata_props`` as given (str → str). ``qcompile.version`` and
-    ``qcompile.layers`` are filled in from this export when the caller leaves them out. ``opset``
-    defaults to 21, or 25 when a layer has 2-bit weights. ``onnx_passes`` (a method's) join the
-    ONNX pipeline (see :func:`~qcompile.export.onnx_passes.export_pipeline`).
+    With ``manifest``, it goes into ``metadata_props`` with its ``layers`` set from this export (the
+    one source of per-layer facts: the storage format each layer really got). ``opset`` defaults to
+    21, or 25 when a layer has 2-bit weights. ``onnx_passes`` (a method's) join the ONNX pipeline
+    (see :func:`~qcompile.export.onnx_passes.export_pipeline`).
     """
     frozen = copy.deepcopy(gm).eval()
     freeze = FreezeForExport()
     freeze(frozen)
     layers = freeze.report["layers"]
     opset = _opset(layers, opset)
-    metadata = {"qcompile.version": __version__, "qcompile.layers": json.dumps(layers), **metadata}
+    metadata = {} if manifest is None else _props(dataclasses.replace(manifest, layers=tuple(layers)))
     model = torch_to_onnx_ir(frozen, example_inputs, opset)
-    passes = export_pipeline(metadata, onnx_passes)
     changed = []
-    for p in passes:
+    for p in export_pipeline(metadata, onnx_passes):
         try:
             if p(model).modified:
                 changed.append(type(p).__name__)
@@ -135,8 +149,27 @@ def export_onnx(gm: fx.GraphModule, example_inputs, path: str | Path, metadata: 
             raise ExportError(f"ONNX pass {type(p).__name__} failed: {e}", hint="this is a qcompile bug") from e
     proto = ir.serde.serialize_model(model)
     _check(proto)
-    size = write_atomically(proto, path)
-    return ExportReport(Path(path), opset, proto.ir_version, size, layers, changed)
+    return ExportedGraph(proto, opset, layers, changed)
+
+
+def export_onnx(gm: fx.GraphModule, example_inputs, path: str | Path, manifest: Manifest | None = None,
+                opset: int | None = None, onnx_passes: Sequence[ir.passes.PassBase] = ()) -> ExportReport:
+    """Export a stripped, BN-folded quantized GraphModule to one ``.onnx`` file at ``path``.
+
+    ``manifest`` (default: a classifier's, with nothing but this export's layers) is written into
+    the file; see :func:`export_graph`.
+    """
+    graph = export_graph(gm, example_inputs, opset, manifest or new_manifest("classifier"), onnx_passes)
+    size = write_atomically(graph.proto, path)
+    return ExportReport(Path(path), graph.opset, graph.proto.ir_version, size, graph.layers, graph.onnx_passes)
+
+
+def _props(manifest: Manifest) -> dict[str, str]:
+    try:
+        return manifest_props(manifest)
+    except ArtifactError as e:  # e.g. a NaN mean: the runtime would refuse the file, so do not write it
+        raise ExportError(f"the artifact's manifest is invalid: {e.message}",
+                          hint="give finite normalisation statistics (std > 0) and class names as strings") from None
 
 
 def export_float_onnx(model: nn.Module, example_inputs, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:

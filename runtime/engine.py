@@ -1,0 +1,116 @@
+"""How the runtime builds onnxruntime sessions: providers, session options, threads and spinning.
+
+Every graph of every artifact kind goes through :class:`Engine`, so exactness settings (no
+``ConvMulFusion``, DequantizeLinear folded at load) and the thread policy hold for a classifier's one
+graph and for each graph of a bundle alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import onnxruntime as ort
+
+from qcompile.runtime.errors import ArtifactError, ProviderError
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+ALIASES = {"cpu": CPU, "cuda": CUDA}  # short names accepted by the CLI's --providers
+
+# Graph rewrites that would break bit-exactness with PyTorch. A quantized conv computes
+# Conv(x_ints, w_ints) -> Mul(output_scale): integer sums that float32 holds exactly in any order.
+# Once DequantizeLinear is constant-folded, ConvMulFusion multiplies the scale into the weights, so
+# the conv sums non-integers and rounds differently; the next activation quantizer can then flip a
+# code (seen: 2 of 16 seeds x 2048 inputs, output error ~3e-3). Keeping the Mul costs ~20% latency
+# on activation-quantized convs and nothing on weight-only models (they have no Mul after the conv).
+EXACTNESS_DISABLED_OPTIMIZERS = ("ConvMulFusion",)
+
+# ORT's intra-op worker threads busy-wait for work between kernels unless told not to. Measured on the
+# example CNN exports (2-core machine, docs/BENCHMARKS.md "Thread spinning"): see DEFAULT_SPINNING's use.
+DEFAULT_SPINNING = False
+
+
+def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
+    """``"auto"``: CUDA then CPU when CUDA is available, else CPU. Otherwise the names given
+    (full provider names, or ``"cpu"``/``"cuda"``), checked."""
+    available = ort.get_available_providers()
+    if providers == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    requested = [providers] if isinstance(providers, str) else list(providers)
+    requested = [ALIASES.get(p.lower(), p) for p in requested]
+    missing = [p for p in requested if p not in available]
+    if not requested or missing:
+        raise ProviderError(
+            f"execution provider(s) {missing or requested} not available; this onnxruntime has {available}",
+            hint="use providers='auto', pick from the available list, or install onnxruntime-gpu for CUDA",
+        )
+    return requested
+
+
+def session_options(intra_op_threads: int | None = None, spinning: bool = DEFAULT_SPINNING) -> ort.SessionOptions:
+    """The options every runtime session uses (exposed so tests can inspect the optimised graph)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # By default ORT's constant folding skips DequantizeLinear (to keep Q/DQ for its quantized kernels),
+    # so DQ on our packed constant weights runs on *every* call. Measured on ORT 1.32, CPU, int8/int4/
+    # uint4 weights behind DequantizeLinear, via optimized_model_filepath (kept honest by
+    # tests/test_runtime.py::test_dequantize_of_constant_weights_is_folded_at_load):
+    # * without the entry, in 2-layer MLPs and CNNs every DQ stayed in the optimised graph: 784-512-10
+    #   MLP 0.15-0.34 ms at batch 1, a 2-conv CNN 13.5 ms at batch 64. Only a graph with a single
+    #   DQ->MatMul got fused into MatMulNBits, which uses accuracy_level=4 (int8 activations): 2.4e-3
+    #   relative error against the exact dequantized product;
+    # * with it, no DQ is left (weights become float initializers): MLP 0.015 ms, CNN 7.9 ms, and
+    #   outputs match the exact product to float rounding (~4e-7 relative).
+    # Cost: weights sit in memory as float32 (the file on disk stays packed), and the MatMulNBits path
+    # is lost where it applied (it was faster only for large MatMuls, e.g. 4096x4096 at batch 1).
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    if intra_op_threads is not None:
+        if not isinstance(intra_op_threads, int) or isinstance(intra_op_threads, bool) or intra_op_threads < 1:
+            raise ValueError(f"intra_op_threads must be a positive int or None, got {intra_op_threads!r}")
+        options.intra_op_num_threads = intra_op_threads
+    if not isinstance(spinning, bool):
+        raise ValueError(f"spinning must be True or False, got {spinning!r}")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Settings for every onnxruntime session of one artifact. ``optimize=False`` is for inspection only."""
+
+    providers: tuple[str, ...]
+    intra_op_threads: int | None = None
+    spinning: bool = DEFAULT_SPINNING
+    optimize: bool = True
+
+    @classmethod
+    def create(cls, providers: str | Sequence[str] = "auto", intra_op_threads: int | None = None,
+               spinning: bool = DEFAULT_SPINNING) -> Engine:
+        """Resolve the providers and check the options now, before any file is read."""
+        session_options(intra_op_threads, spinning)
+        return cls(tuple(resolve_providers(providers)), intra_op_threads, spinning)
+
+    @classmethod
+    def inspection(cls) -> Engine:
+        """CPU, no graph optimisation: the cheapest session that still reports inputs and outputs."""
+        return cls((CPU,), optimize=False)
+
+    def session(self, model: Path | bytes, source: str) -> ort.InferenceSession:
+        """An ``ort.InferenceSession`` of ``model`` (a path, or the bytes of a graph in a bundle).
+
+        onnxruntime's failures (its own pybind exception types) become :class:`ArtifactError` naming
+        ``source``.
+        """
+        options = session_options(self.intra_op_threads, self.spinning)
+        if not self.optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
+                                        providers=list(self.providers),
+                                        disabled_optimizers=list(EXACTNESS_DISABLED_OPTIMIZERS))
+        except Exception as e:
+            raise ArtifactError(
+                f"onnxruntime cannot load {source}: {e}",
+                hint="check that the file is a complete ONNX model (e.g. not truncated, not a PyTorch checkpoint)",
+            ) from None
