@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-FIGURES = ("size_bound", "latency", "qat_step_time", "mnist_accuracy")
+FIGURES = ("size_bound", "latency", "qat_step_time", "mnist_accuracy", "spinning")
 
 
 def main(names: list[str]) -> None:

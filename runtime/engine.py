@@ -27,7 +27,9 @@ ALIASES = {"cpu": CPU, "cuda": CUDA}  # short names accepted by the CLI's --prov
 EXACTNESS_DISABLED_OPTIMIZERS = ("ConvMulFusion",)
 
 # ORT's intra-op worker threads busy-wait for work between kernels unless told not to. Measured on the
-# example CNN exports (2-core machine, docs/BENCHMARKS.md "Thread spinning"): see DEFAULT_SPINNING's use.
+# example CNN exports, 2-core machine shared with other jobs (docs/BENCHMARKS.md §5, benchmarks/spinning.py):
+# spinning off took 0.77-0.83x the time at batch 64 (idle and with a core kept busy) and 1.00-1.10x at
+# batch 1 (0.02-0.05 ms). Off by default; Session(..., spinning=True) where cores are otherwise idle.
 DEFAULT_SPINNING = False
 
 

@@ -28,7 +28,6 @@ from qcompile.runtime.errors import ArtifactError
 
 FORMAT_VERSION = 1  # the newest manifest format this runtime reads and this compiler writes
 MANIFEST_KEY = "qcompile.manifest"  # where a single .onnx file keeps its manifest (metadata_props)
-LEGACY_KEYS = ("qcompile.version", "qcompile.method", "qcompile.layers", "qcompile.input", "qcompile.classes")
 LAYER_FIELDS = ("name", "op", "w_bits", "a_bits", "weight_format")
 REQUIRED = ("format", "kind", "producer")
 MAX_DEPTH = 8  # the format nests 4 levels; anything much deeper is broken or hostile
@@ -135,7 +134,7 @@ def legacy_manifest(meta: Mapping[str, str], source: str) -> Manifest:
         "method": meta.get("qcompile.method"),
         "input": _legacy_json(meta, "qcompile.input", dict, source),
         "classes": _legacy_json(meta, "qcompile.classes", list, source),
-        # 0.1.0 wrote layers as objects; rows are the one in-memory form
+        # 0.1.0 wrote layers as objects, format 1 as rows: both are validated as rows
         "layers": None if layers is None else [_legacy_layer(row, source) for row in layers],
     }
     return _manifest({k: v for k, v in d.items() if v is not None}, 0, source)

@@ -133,10 +133,10 @@ def test_missing_folder_and_non_onnx_files_raise_artifact_error(tmp_path):
     checkpoint.write_bytes(checkpoint.read_bytes()[:30])
     with pytest.raises(ArtifactError, match="starts like a zip archive .* cannot be read as one") as e:
         Session(checkpoint)
-    for empty in (tmp_path / "empty.onnx",):
-        empty.write_bytes(b"")
-        with pytest.raises(ArtifactError, match="is empty"):
-            Artifact.load(empty)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ArtifactError, match="is empty"):
+        Artifact.load(empty)
 
 
 # -- running and validation --------------------------------------------------------------------
