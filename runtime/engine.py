@@ -88,8 +88,12 @@ class Engine:
 
     @classmethod
     def create(cls, providers: str | Sequence[str] = "auto", intra_op_threads: int | None = None,
-               spinning: bool = DEFAULT_SPINNING) -> Engine:
-        """Resolve the providers and check the options now, before any file is read."""
+               spinning: bool | None = None) -> Engine:
+        """Resolve the providers and check the options now, before any file is read.
+
+        ``spinning=None`` takes :data:`DEFAULT_SPINNING`.
+        """
+        spinning = DEFAULT_SPINNING if spinning is None else spinning
         session_options(intra_op_threads, spinning)
         return cls(tuple(resolve_providers(providers)), intra_op_threads, spinning)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from qcompile.runtime.container import Contents, read_artifact
-from qcompile.runtime.engine import DEFAULT_SPINNING, Engine
+from qcompile.runtime.engine import Engine
 from qcompile.runtime.errors import ArtifactError
 
 _BUILTIN = {"classifier": "qcompile.runtime.session"}  # kind -> module that registers it when imported
@@ -82,11 +82,12 @@ def available_kinds() -> list[str]:
 
 
 def load(path: str | Path, providers: str | Sequence[str] = "auto", intra_op_threads: int | None = None,
-         spinning: bool = DEFAULT_SPINNING) -> Any:
+         spinning: bool | None = None) -> Any:
     """Open the artifact at ``path`` as its kind's session: a :class:`~qcompile.runtime.Session` for a
     classifier, whatever the kind's opener returns otherwise.
 
-    ``providers``, ``intra_op_threads`` and ``spinning`` apply to every onnxruntime session it builds.
+    ``providers``, ``intra_op_threads`` and ``spinning`` (``None``: the runtime's default, off) apply to
+    every onnxruntime session it builds.
     """
     contents = read_artifact(path, Engine.create(providers, intra_op_threads, spinning))
     kind = get_kind(contents.manifest.kind, contents.source)

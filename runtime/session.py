@@ -15,7 +15,7 @@ import numpy as np
 
 from qcompile.runtime.artifact import Artifact
 from qcompile.runtime.container import Contents, read_artifact
-from qcompile.runtime.engine import DEFAULT_SPINNING, Engine
+from qcompile.runtime.engine import Engine
 from qcompile.runtime.errors import ArtifactError, InputError, OutputError
 from qcompile.runtime.kinds import register_kind
 from qcompile.runtime.manifest import Dim
@@ -26,8 +26,8 @@ CLASSIFIER = "classifier"
 class Session:
     """An exported classifier ready to run. ``run`` takes one batch; ``predict`` any number of samples.
 
-    ``spinning`` lets onnxruntime's worker threads busy-wait between kernels (see
-    :data:`~qcompile.runtime.engine.DEFAULT_SPINNING` for the measured default).
+    ``spinning`` lets onnxruntime's worker threads busy-wait between kernels; ``None`` takes the
+    measured default, :data:`~qcompile.runtime.engine.DEFAULT_SPINNING` (off).
     """
 
     def __init__(
@@ -35,7 +35,7 @@ class Session:
         path: str | Path,
         providers: str | Sequence[str] = "auto",
         intra_op_threads: int | None = None,
-        spinning: bool = DEFAULT_SPINNING,
+        spinning: bool | None = None,
     ):
         contents = read_artifact(path, Engine.create(providers, intra_op_threads, spinning))
         if contents.manifest.kind != CLASSIFIER:
@@ -53,6 +53,7 @@ class Session:
         return session
 
     def _open(self, contents: Contents) -> None:
+        self.spinning = contents.engine.spinning  # whether onnxruntime's workers busy-wait (for reports)
         self._ort = contents.session()
         self.artifact = Artifact.from_contents(contents)
         # a class list is checked against the graph's output width, or at the first run if that is dynamic

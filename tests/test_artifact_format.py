@@ -158,17 +158,34 @@ def test_non_finite_outputs_for_finite_inputs_are_an_error_naming_the_cause(tmp_
     assert np.isnan(Session(with_manifest(tmp_path)).run(x)[0]).all()
 
 
+def run_json(*args) -> tuple[int, dict]:
+    result = CliRunner().invoke(cli, [str(a) for a in args] + ["--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def tiny_npz(tmp_path: Path) -> str:
+    x, y = images(8), np.arange(8) % 3
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    return f"npz:{tmp_path / 'd.npz'}"
+
+
 def test_qcompile_run_exits_2_instead_of_reporting_nan_outputs(tmp_path):
     broken = W.copy()
     broken[:, 0] = np.nan
     path = save_classifier(tmp_path / "nan.onnx", w=broken, metadata={MANIFEST_KEY: json.dumps(MANIFEST)})
-    x = images(8)
-    data = tmp_path / "d.npz"
-    np.savez(data, x_train=x, y_train=np.arange(8) % 3, x_test=x, y_test=np.arange(8) % 3)
-    result = CliRunner().invoke(cli, ["run", str(path), "--data", f"npz:{data}", "--json"])
-    assert result.exit_code == 2, result.output
-    report = json.loads(result.stdout)
-    assert report["ok"] is False and report["error"]["type"] == "OutputError" and "accuracy" not in report
+    code, report = run_json("run", path, "--data", tiny_npz(tmp_path))
+    assert code == 2 and report["ok"] is False and report["error"]["type"] == "OutputError"
+    assert "accuracy" not in report
+
+
+def test_run_and_bench_take_spin_flags(tmp_path):
+    path, data = with_manifest(tmp_path), tiny_npz(tmp_path)
+    runs = {flag: run_json("run", path, "--data", data, *flag) for flag in ((), ("--spin",), ("--no-spin",))}
+    assert {flag: (code, r["spinning"]) for flag, (code, r) in runs.items()} == \
+        {(): (0, False), ("--spin",): (0, True), ("--no-spin",): (0, False)}
+    assert len({r["accuracy"] for _, r in runs.values()}) == 1
+    code, report = run_json("bench", path, "--batch-sizes", "1", "--repeats", "2", "--warmup", "0", "--spin")
+    assert code == 0 and report["model"]["spinning"] is True
 
 
 # -- bundles and kinds -------------------------------------------------------------------------

@@ -18,6 +18,10 @@ from qcompile.cli import output as fmt
 from qcompile.cli.options import PROVIDERS, absolute_spec, batch_sizes_option, data_option, providers_option
 from qcompile.cli.output import Output, Result, reporting
 
+spin_option = click.option(
+    "--spin/--no-spin", default=None,
+    help="Let onnxruntime's worker threads busy-wait between kernels. Default: the runtime's (off; spinning "
+         "was slower on a machine whose cores do other work too, see docs/BENCHMARKS.md).")
 onnx_argument = click.argument("model", metavar="MODEL.onnx",
                                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
@@ -30,8 +34,10 @@ onnx_argument = click.argument("model", metavar="MODEL.onnx",
 @click.option("--task", default="classification", show_default=True, metavar="NAME",
               help="How the outputs are scored (a registered task; classification reports top-1 accuracy).")
 @providers_option
+@spin_option
 @reporting
-def run(out: Output, model: Path, data: str, batch_size: int, task: str, providers: str) -> Result:
+def run(out: Output, model: Path, data: str, batch_size: int, task: str, providers: str,
+        spin: bool | None) -> Result:
     """Score MODEL.onnx on the test split in onnxruntime (classification: accuracy); no torch needed."""
     from qcompile.data import load_dataset
     from qcompile.parity import normalise
@@ -39,7 +45,7 @@ def run(out: Output, model: Path, data: str, batch_size: int, task: str, provide
     from qcompile.runtime.tasks import get_runtime_task
 
     measures = get_runtime_task(task)
-    session = Session(model, providers=PROVIDERS[providers])
+    session = Session(model, providers=PROVIDERS[providers], spinning=spin)
     splits = load_dataset(absolute_spec(data))
     art = session.artifact
     # A qcompile artifact carries its normalisation; a plain fp32 export gets the dataset's train stats.
@@ -51,7 +57,8 @@ def run(out: Output, model: Path, data: str, batch_size: int, task: str, provide
     scored = measures.report(outputs, measures.targets(splits.test.x, splits.test.y))
     report = {"model": model, "data": data, "task": task, **scored, "samples": len(splits.test),
               "seconds": seconds, "samples_per_s": len(splits.test) / seconds,
-              "providers": session.providers, "normalization": "artifact" if art.mean is not None else "dataset",
+              "providers": session.providers, "spinning": session.spinning,
+              "normalization": "artifact" if art.mean is not None else "dataset",
               "method": art.method, "layers": list(art.layers)}
     return Result(report, render_run)
 
@@ -64,17 +71,19 @@ def run(out: Output, model: Path, data: str, batch_size: int, task: str, provide
 @click.option("--repeats", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per batch size.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first.")
 @providers_option
+@spin_option
 @reporting
 def bench(out: Output, model: Path, reference: Path | None, batch_sizes: tuple[int, ...], repeats: int,
-          warmup: int, providers: str) -> Result:
+          warmup: int, providers: str, spin: bool | None) -> Result:
     """Size (file, weights, information bound) and onnxruntime latency of MODEL.onnx, vs a reference."""
     from qcompile.runtime import Session, measure_latency
 
     def measure(path: Path) -> dict[str, Any]:
         out.log(f"timing {path} at batch sizes {', '.join(map(str, batch_sizes))}")
-        session = Session(path, providers=PROVIDERS[providers])
+        session = Session(path, providers=PROVIDERS[providers], spinning=spin)
         latency = measure_latency(session, batch_sizes, warmup=warmup, repeats=repeats)
-        return {"path": path, "size": size_summary(path), "latency": latency, "providers": session.providers}
+        return {"path": path, "size": size_summary(path), "latency": latency, "providers": session.providers,
+                "spinning": session.spinning}
 
     report: dict[str, Any] = {"model": measure(model), "batch_sizes": list(batch_sizes), "repeats": repeats}
     if reference is not None:
