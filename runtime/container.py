@@ -194,4 +194,5 @@ def _utf8(raw: bytes, source: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ArtifactError(f"{source}: metadata is not UTF-8 text ({e})", hint="re-export the model with qcompile") from None
+        raise ArtifactError(f"{source}: metadata is not UTF-8 text ({e})",
+                            hint="re-export the model with qcompile") from None

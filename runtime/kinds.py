@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from qcompile.runtime.container import Contents, read_artifact
+from qcompile.runtime.container import SINGLE_GRAPH, Contents, read_artifact
 from qcompile.runtime.engine import Engine
 from qcompile.runtime.errors import ArtifactError
 
@@ -43,13 +43,13 @@ class Kind:
         }
         wanting = "; ".join(f"{what} {names}" for what, names in missing.items() if names)
         if wanting:
-            form = " (a single .onnx file holds one graph: this kind is written as a bundle)" if missing["graphs"] \
-                and contents.roles == ("model",) else ""
+            single = missing["graphs"] and contents.roles == (SINGLE_GRAPH,)
+            form = " (a single .onnx file holds one graph: this kind is written as a bundle)" if single else ""
             raise ArtifactError(f"{path} is a {self.name!r} artifact without its {wanting}{form}",
                                 hint="re-export the model with qcompile; the artifact is incomplete")
 
 
-def register_kind(name: str, opener: Callable[[Contents], Any], *, graphs: Sequence[str] = ("model",),
+def register_kind(name: str, opener: Callable[[Contents], Any], *, graphs: Sequence[str] = (SINGLE_GRAPH,),
                   tables: Sequence[str] = (), fields: Sequence[str] = (), description: str = "") -> Kind:
     """Make :func:`load` open artifacts of kind ``name`` with ``opener(contents)``; returns the record.
 

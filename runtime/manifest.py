@@ -47,9 +47,8 @@ class InputSpec:
     std: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"shape": None if self.shape is None else list(self.shape), "dtype": self.dtype,
-             "mean": None if self.mean is None else list(self.mean), "std": None if self.std is None else list(self.std)}
-        return {k: v for k, v in d.items() if v is not None}
+        d = {"shape": self.shape, "dtype": self.dtype, "mean": self.mean, "std": self.std}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ def _validate(d: dict[str, Any], source: str) -> Manifest:
         raise ArtifactError(f"{source}: the manifest lacks required field(s) {missing}", hint=_REEXPORT)
     fmt = d["format"]
     if not _is_int(fmt) or fmt < 1:
-        raise ArtifactError(f"{source}: manifest format {fmt!r} is not an integer >= 1", hint=_REEXPORT)
+        raise ArtifactError(f"{source}: manifest format {_short(fmt)} is not an integer >= 1", hint=_REEXPORT)
     producer = _str(d, "producer", source)
     if fmt > FORMAT_VERSION:
         from qcompile.runtime.version import __version__
@@ -169,7 +168,7 @@ def _manifest(d: dict[str, Any], fmt: int, source: str) -> Manifest:
     kind = _str(d, "kind", source)
     inp = d.get("input")
     if inp is not None and not isinstance(inp, dict):
-        raise ArtifactError(f"{source}: manifest input should be an object, got {inp!r}", hint=_REEXPORT)
+        raise ArtifactError(f"{source}: manifest input should be an object, got {_short(inp)}", hint=_REEXPORT)
     classes = _strings(d, "classes", source)
     return Manifest(
         kind=kind,
@@ -191,11 +190,11 @@ _FIELDS = ("format", "kind", "producer", "method", "input", "classes", "layers",
 def _input(d: dict[str, Any], source: str) -> InputSpec:
     shape = d.get("shape")
     if shape is not None and not (isinstance(shape, list) and all(s is None or (_is_int(s) and s >= 1) for s in shape)):
-        raise ArtifactError(f"{source}: metadata input shape {shape!r} is not a list of positive ints/nulls",
+        raise ArtifactError(f"{source}: metadata input shape {_short(shape)} is not a list of positive ints/nulls",
                             hint=_REEXPORT)
     dtype = d.get("dtype")
     if dtype is not None and not isinstance(dtype, str):
-        raise ArtifactError(f"{source}: metadata input dtype {dtype!r} is not a string", hint=_REEXPORT)
+        raise ArtifactError(f"{source}: metadata input dtype {_short(dtype)} is not a string", hint=_REEXPORT)
     mean, std = _floats(d, "mean", source), _floats(d, "std", source)
     spec = InputSpec(None if shape is None else tuple(shape), dtype, mean, std)
     check_input_spec(spec, source)
@@ -215,15 +214,16 @@ def check_input_spec(spec: InputSpec, source: str) -> None:
             raise ArtifactError(f"{source}: metadata input {key} has {len(values)} values for {channels} channels",
                                 hint=_REEXPORT)
     if not all(math.isfinite(m) for m in mean):
-        raise ArtifactError(f"{source}: metadata input mean {list(mean)} is not finite", hint=_REEXPORT)
+        raise ArtifactError(f"{source}: metadata input mean {_short(list(mean))} is not finite", hint=_REEXPORT)
     if not all(math.isfinite(s) and s >= MIN_STD for s in std):
         raise ArtifactError(
-            f"{source}: metadata input std {list(std)} has a value that is not finite and >= {MIN_STD:g} "
+            f"{source}: metadata input std {_short(list(std))} has a value that is not finite and >= {MIN_STD:g} "
             "(dividing by it gives inf/NaN or amplifies rounding noise into the model)", hint=_REEXPORT)
     worst = max(abs(m) + 1 for m in mean) / min(std)  # |(x - mean) / std| for x in [0, 1], at worst
     if not worst < 3.4e38:  # float32's largest value: normalised inputs would overflow to inf
-        raise ArtifactError(f"{source}: metadata input mean {list(mean)} / std {list(std)} overflow float32",
-                            hint=_REEXPORT)
+        raise ArtifactError(
+            f"{source}: metadata input mean {_short(list(mean))} / std {_short(list(std))} overflow float32",
+            hint=_REEXPORT)
 
 
 def _layer(row: Any, source: str) -> dict[str, Any]:
@@ -232,14 +232,14 @@ def _layer(row: Any, source: str) -> dict[str, Any]:
           and _is_int(row[2]) and (row[3] is None or _is_int(row[3])) and isinstance(row[4], str)
           and all(isinstance(r, str) for r in row[n:]))
     if not ok:
-        raise ArtifactError(f"{source}: manifest layer {row!r} is not a row [name, op, w_bits, a_bits, "
+        raise ArtifactError(f"{source}: manifest layer {_short(row)} is not a row [name, op, w_bits, a_bits, "
                             "weight_format(, graph)]", hint=_REEXPORT)
     return dict(zip(LAYER_FIELDS + ("graph",), row))
 
 
 def _legacy_layer(obj: Any, source: str) -> list:
     if not isinstance(obj, dict):
-        raise ArtifactError(f"{source}: metadata layer {obj!r} should be a JSON object", hint=_REEXPORT)
+        raise ArtifactError(f"{source}: metadata layer {_short(obj)} should be a JSON object", hint=_REEXPORT)
     return [obj.get(k) for k in LAYER_FIELDS]
 
 
@@ -249,14 +249,14 @@ def _legacy_json(meta: Mapping[str, str], key: str, kind: type, source: str) -> 
 
 def _str(d: dict, key: str, source: str) -> str:
     if not isinstance(d[key], str) or not d[key]:
-        raise ArtifactError(f"{source}: manifest {key} {d[key]!r} is not a non-empty string", hint=_REEXPORT)
+        raise ArtifactError(f"{source}: manifest {key} {_short(d[key])} is not a non-empty string", hint=_REEXPORT)
     return d[key]
 
 
 def _list(d: dict, key: str, source: str) -> list:
     value = d.get(key, [])
     if not isinstance(value, list):
-        raise ArtifactError(f"{source}: manifest {key} should be a JSON list, got {value!r}", hint=_REEXPORT)
+        raise ArtifactError(f"{source}: manifest {key} should be a JSON list, got {_short(value)}", hint=_REEXPORT)
     return value
 
 
@@ -272,7 +272,8 @@ def _names(d: dict, key: str, source: str) -> tuple[str, ...]:
     names = _strings(d, key, source)
     bad = [n for n in names if not n.isidentifier()]
     if bad or len(set(names)) != len(names):
-        raise ArtifactError(f"{source}: manifest {key} {list(names)} must be distinct identifiers", hint=_REEXPORT)
+        raise ArtifactError(f"{source}: manifest {key} {_short(list(names))} must be distinct identifiers",
+                            hint=_REEXPORT)
     return names
 
 
@@ -281,9 +282,15 @@ def _floats(d: dict, key: str, source: str) -> tuple[float, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not value or not all(_is_number(v) for v in value):
-        raise ArtifactError(f"{source}: metadata input {key} {value!r} is not a non-empty list of numbers",
+        raise ArtifactError(f"{source}: metadata input {key} {_short(value)} is not a non-empty list of numbers",
                             hint=_REEXPORT)
     return tuple(float(v) for v in value)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters: a hostile value must not become a megabyte error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _is_int(v: Any) -> bool:

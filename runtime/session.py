@@ -134,7 +134,7 @@ class Session:
         return f"Session({str(self.artifact.path)!r}, providers={self.providers})"
 
 
-register_kind(CLASSIFIER, Session.from_contents, graphs=("model",),
+register_kind(CLASSIFIER, Session.from_contents,
               description="one graph: images -> class scores [batch, classes]")
 
 

@@ -231,8 +231,8 @@ OFFSET = np.arange(4, dtype=np.float32)
 def write_toy(path: Path, **fields) -> Path:
     m = manifest("toycodec", layers=({"name": "enc", "op": "Linear", "w_bits": 4, "a_bits": None,
                                       "weight_format": "int4", "graph": "encoder"},), **fields)
-    write_bundle(path, m, {"encoder": matmul_graph("enc", ENC), "decoder": matmul_graph("dec", DEC).SerializeToString()},
-                 {"offset": OFFSET})
+    graphs = {"encoder": matmul_graph("enc", ENC), "decoder": matmul_graph("dec", DEC).SerializeToString()}
+    write_bundle(path, m, graphs, {"offset": OFFSET})
     return path
 
 

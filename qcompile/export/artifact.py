@@ -60,7 +60,8 @@ def write_bundle(path: str | Path, m: Manifest, graphs: Mapping[str, bytes | Ser
     if not m.graphs:
         raise ValueError("a bundle needs at least one graph")
     members = [(MANIFEST_MEMBER, text.encode("utf-8"))]
-    members += [(graph_member(role), g if isinstance(g, bytes) else g.SerializeToString()) for role, g in graphs.items()]
+    members += [(graph_member(role), g if isinstance(g, bytes) else g.SerializeToString())
+                for role, g in graphs.items()]
     members += [(table_member(name), _npy(name, a)) for name, a in tables.items()]
 
     def write(f) -> None:

@@ -169,7 +169,8 @@ def _props(manifest: Manifest) -> dict[str, str]:
         return manifest_props(manifest)
     except ArtifactError as e:  # e.g. a NaN mean: the runtime would refuse the file, so do not write it
         raise ExportError(f"the artifact's manifest is invalid: {e.message}",
-                          hint="give finite normalisation statistics (std > 0) and class names as strings") from None
+                          hint="normalisation needs a finite mean and a finite std >= 1e-6 per channel (rescale data "
+                               "whose spread is smaller); class names must be strings") from None
 
 
 def export_float_onnx(model: nn.Module, example_inputs, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
