@@ -33,6 +33,8 @@ class QCompileGroup(click.Group):
     """A click group that turns exceptions from commands into a message, a fix and an exit code."""
 
     def invoke(self, ctx: click.Context):
+        # An option's value can be refused while click parses it, before the command has read --json.
+        json_requested = "--json" in [*getattr(ctx, "_protected_args", ()), *ctx.args]
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -40,7 +42,7 @@ class QCompileGroup(click.Group):
         except Exception as exc:
             state = ctx.find_object(CliState) or CliState()
             expected = is_user_error(exc)
-            render_error(exc, expected=expected, debug=state.debug, as_json=state.json)
+            render_error(exc, expected=expected, debug=state.debug, as_json=state.json or json_requested)
             ctx.exit(EXIT_USER_ERROR if expected else EXIT_BUG)
 
 

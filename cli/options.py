@@ -11,6 +11,7 @@ A method's own options are declared by the method (see :mod:`qcompile.cli.method
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,29 @@ class BitsOrNone(click.ParamType):
             return int(value)
         except ValueError:
             self.fail(f"{value!r} is not a number of bits or 'none'", param, ctx)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that must be finite (and within the optional bounds of ``click.FloatRange``).
+
+    ``inf`` and ``nan`` parse as floats, and ``nan`` even passes click's range checks; a learning
+    rate of ``inf`` would train a run of NaNs. Refused as a :class:`~qcompile.errors.ConfigError`
+    naming the flag (exit 2).
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            from qcompile.errors import ConfigError
+
+            flag = param.opts[0] if param is not None and param.opts else "the option"
+            raise ConfigError(f"{flag} must be a finite number, got {value!r}",
+                              hint=f"pass a finite number{self._bounds()}")
+        return super().convert(number, param, ctx)
+
+    def _bounds(self) -> str:
+        """`` (accepted: x>0)`` when the option has bounds (click's own rendering of them)."""
+        return f" (accepted: {self._describe_range()})" if self.min is not None or self.max is not None else ""
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
@@ -150,18 +174,18 @@ def train_options(min_epochs: int) -> Callable[[Callable[..., Any]], Callable[..
     return option_group("train", lambda: [
         click.Option(["--epochs", "-e"], type=click.IntRange(min=min_epochs), default=1, show_default=True,
                      help=f"Finetuning epochs.{zero}"),
-        click.Option(["--lr"], type=float, default=None, help="Learning rate [default: 0.01]."),
+        click.Option(["--lr"], type=FiniteFloat(min=0, min_open=True), default=None, help="Learning rate [default: 0.01]."),
         click.Option(["--optimizer"], type=click.Choice(["sgd", "adam"]), default=None, help="[default: sgd]"),
-        click.Option(["--momentum"], type=float, default=None, help="SGD momentum [default: 0]."),
+        click.Option(["--momentum"], type=FiniteFloat(0, 1, max_open=True), default=None, help="SGD momentum [default: 0]."),
         click.Option(["--schedule"], type=click.Choice(["cosine", "step", "constant"]), default=None,
                      help="Learning-rate schedule over the epochs [default: cosine]."),
         click.Option(["--step-size"], type=click.IntRange(min=1), default=None,
                      help="--schedule step: multiply the lr by --gamma every N epochs [default: 30]."),
-        click.Option(["--gamma"], type=click.FloatRange(min=0, min_open=True), default=None,
+        click.Option(["--gamma"], type=FiniteFloat(min=0, min_open=True), default=None,
                      help="--schedule step: lr decay factor [default: 0.1]."),
-        click.Option(["--weight-decay"], type=float, default=None, help="[default: 0]"),
+        click.Option(["--weight-decay"], type=FiniteFloat(min=0), default=None, help="[default: 0]"),
         click.Option(["--batch-size", "-b"], type=click.IntRange(min=1), default=None, help="[default: 64]"),
-        click.Option(["--kd-alpha"], type=click.FloatRange(0, 1), default=None,
+        click.Option(["--kd-alpha"], type=FiniteFloat(0, 1), default=None,
                      help="Weight of distillation from the float model, 0..1 [default: 0, off]."),
         click.Option(["--seed"], type=int, default=None, help="Seed for data order and init; CPU runs repeat exactly [default: 0]."),
         click.Option(["--checkpoint-every"], type=click.IntRange(min=0), default=None,

@@ -25,6 +25,7 @@ from qcompile.data import DatasetSplits, load_dataset
 from qcompile.errors import ConfigError
 from qcompile.loading import load_model
 from qcompile.methods import Method, get_method
+from qcompile.modes import preserved_modes
 from qcompile.passes.pipeline import export_passes, quantize_passes, run_passes
 from qcompile.passes.sites import float_ops, propagate_shapes
 from qcompile.passes.trace import example_inputs_for, trace
@@ -141,12 +142,10 @@ class CompiledModel:
             return 0
         splits = self._data(data)
         gm = self.graph_module
-        modes = [(m, m.training) for m in gm.modules()]
-        gm.eval()
-        for q in quantizers:
-            q.train()
         seen = 0
-        try:
+        with preserved_modes(gm, train=False):
+            for q in quantizers:
+                q.train()
             device = next(gm.parameters()).device
             loader = Batches(splits.train, batch_size, device, splits.mean, splits.std, self.task)
             for i, (inputs, _) in enumerate(loader.in_order()):
@@ -154,9 +153,6 @@ class CompiledModel:
                     break
                 gm(inputs)
                 seen += len(inputs)
-        finally:
-            for m, training in modes:
-                m.training = training
         return seen
 
     def finetune(self, data: DatasetSplits | str | None = None, *, config: TrainConfig | None = None,

@@ -31,3 +31,7 @@ class DataError(QCompileError):
 
 class ExportError(QCompileError):
     """The model cannot be exported exactly (e.g. a range was never calibrated)."""
+
+
+class TrainingDiverged(QCompileError):
+    """Training produced a non-finite loss or non-finite weights, and was stopped before saving them."""

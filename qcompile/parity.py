@@ -34,16 +34,12 @@ def torch_logits(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.n
     """Outputs of ``model`` in eval mode on CPU-resident ``x``; train/eval modes are restored after."""
     import torch
 
+    from qcompile.modes import preserved_modes
+
     device = next(model.parameters()).device
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            outs = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu().numpy()
-                    for i in range(0, len(x), batch_size)]
-    finally:
-        for m, training in modes:
-            m.training = training
+    with preserved_modes(model, train=False), torch.no_grad():
+        outs = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu().numpy()
+                for i in range(0, len(x), batch_size)]
     return np.concatenate(outs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from qcompile.errors import ConfigError
@@ -19,4 +20,7 @@ def is_int(v: Any) -> bool:
 
 
 def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float, not a bool: ``inf`` and ``nan`` pass every ``>``/``<`` bound check the
+    wrong way (``nan > 0`` is False, ``inf > 0`` is True), so a rate or weight that is not finite is
+    refused here, once, instead of at each bound."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

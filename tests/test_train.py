@@ -17,6 +17,7 @@ from rich.console import Console
 from torch import nn
 
 from qcompile.errors import ConfigError, DataError
+from qcompile.modes import preserved_modes
 from qcompile.train import (
     Batches,
     StandardStep,
@@ -430,3 +431,15 @@ def test_damaged_checkpoint_is_a_config_error(tmp_path):
     checkpoint_path(tmp_path).write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot read checkpoint"):
         load_checkpoint(checkpoint_path(tmp_path))
+
+
+def test_preserved_modes_sets_a_mode_and_restores_each_module_even_on_error():
+    model = make_cnn().train()
+    model[1].eval()  # a deliberately frozen BatchNorm inside a training model
+    with pytest.raises(RuntimeError, match="inside"):
+        with preserved_modes(model, train=False):
+            assert not any(m.training for m in model.modules())
+            raise RuntimeError("inside")
+    assert model.training and not model[1].training and model[3].training
+    with preserved_modes(model):  # None: modes are left as they are inside the block
+        assert model.training and not model[1].training

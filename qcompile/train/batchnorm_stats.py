@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qcompile.modes import preserved_modes
 from qcompile.tasks import Task
 from qcompile.train.loop import Batches
 
@@ -34,23 +35,20 @@ def reestimate_batchnorm(model: nn.Module, dataset: Any, *, batches: int = 64, b
     if not bns or batches <= 0:
         return 0
     device = next(model.parameters()).device
-    modes = [(m, m.training) for m in model.modules()]
     momenta = [bn.momentum for bn in bns]
-    model.eval()
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the pass, not an EMA
-        bn.train()
     seen = 0
-    try:
-        for i, (inputs, _) in enumerate(Batches(dataset, batch_size, device, mean, std, task).in_order()):
-            if i >= batches:
-                break
-            model(inputs)
-            seen += len(inputs)
-    finally:
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-        for m, training in modes:
-            m.training = training
+    with preserved_modes(model, train=False):
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the pass, not an EMA
+            bn.train()
+        try:
+            for i, (inputs, _) in enumerate(Batches(dataset, batch_size, device, mean, std, task).in_order()):
+                if i >= batches:
+                    break
+                model(inputs)
+                seen += len(inputs)
+        finally:
+            for bn, momentum in zip(bns, momenta):
+                bn.momentum = momentum
     return seen

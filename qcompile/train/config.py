@@ -105,28 +105,28 @@ def _validate(c: TrainConfig) -> None:
              "set epochs to the number of passes over the training set, e.g. epochs=10")
     require(is_int(c.batch_size) and c.batch_size >= 1,
              f"batch_size must be an integer >= 1, got {c.batch_size!r}", "e.g. batch_size=64")
-    require(is_number(c.lr) and c.lr > 0, f"lr must be a positive number, got {c.lr!r}",
+    require(is_number(c.lr) and c.lr > 0, f"lr must be a finite positive number, got {c.lr!r}",
              "finetuning typically uses lr=1e-3 (adam) or lr=1e-2 (sgd)")
     require(c.optimizer in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}",
              f"accepted optimizers: {', '.join(OPTIMIZERS)}")
     require(is_number(c.momentum) and 0.0 <= c.momentum < 1.0,
-             f"momentum must be in [0, 1), got {c.momentum!r}", "e.g. momentum=0.9 with optimizer='sgd'")
+             f"momentum must be a number in [0, 1), got {c.momentum!r}", "e.g. momentum=0.9 with optimizer='sgd'")
     require(is_number(c.weight_decay) and c.weight_decay >= 0,
-             f"weight_decay must be >= 0, got {c.weight_decay!r}", "e.g. weight_decay=5e-4, or 0 to disable")
+             f"weight_decay must be a finite number >= 0, got {c.weight_decay!r}", "e.g. weight_decay=5e-4, or 0 to disable")
     require(c.schedule in SCHEDULES, f"unknown schedule {c.schedule!r}",
              f"accepted schedules: {', '.join(SCHEDULES)}")
     require(is_int(c.step_size) and c.step_size >= 1,
              f"step_size must be an integer >= 1 (epochs), got {c.step_size!r}",
              "with schedule='step' the lr is multiplied by gamma every step_size epochs")
-    require(is_number(c.gamma) and c.gamma > 0, f"gamma must be > 0, got {c.gamma!r}", "e.g. gamma=0.1")
+    require(is_number(c.gamma) and c.gamma > 0, f"gamma must be a finite number > 0, got {c.gamma!r}", "e.g. gamma=0.1")
     require(is_int(c.seed), f"seed must be an integer, got {c.seed!r}", "e.g. seed=0")
     require(isinstance(c.device, str) and bool(c.device),
              f"device must be a string, got {c.device!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     require(is_number(c.kd_alpha) and 0.0 <= c.kd_alpha <= 1.0,
-             f"kd_alpha must be in [0, 1], got {c.kd_alpha!r}",
+             f"kd_alpha must be a number in [0, 1], got {c.kd_alpha!r}",
              "kd_alpha weighs distillation against cross-entropy; 0 disables distillation")
     require(is_number(c.kd_temperature) and c.kd_temperature > 0,
-             f"kd_temperature must be > 0, got {c.kd_temperature!r}", "e.g. kd_temperature=4.0")
+             f"kd_temperature must be a finite number > 0, got {c.kd_temperature!r}", "e.g. kd_temperature=4.0")
     require(is_int(c.checkpoint_every) and c.checkpoint_every >= 0,
              f"checkpoint_every must be an integer >= 0 (steps), got {c.checkpoint_every!r}",
              "0 checkpoints only at the end of each epoch")
@@ -146,4 +146,6 @@ def _validate_normalisation(mean: Sequence[float] | None, std: Sequence[float] |
         return
     require(len(mean) == len(std) and len(mean) >= 1,
              f"mean has {len(mean)} values but std has {len(std)}", hint)
+    require(all(is_number(v) for v in (*mean, *std)),
+            f"mean and std must be finite numbers, got mean={tuple(mean)}, std={tuple(std)}", hint)
     require(all(s > 0 for s in std), f"std values must be > 0, got {tuple(std)}", hint)

@@ -20,6 +20,7 @@ module train/eval modes) are not restored on resume: re-derive them from ``state
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +32,11 @@ import torch
 from torch import nn
 
 from qcompile.errors import ConfigError, DataError
+from qcompile.modes import preserved_modes
 from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
 from qcompile.train.config import TrainConfig, resolve_device
+from qcompile.train.divergence import diverged, first_non_finite
 from qcompile.train.objective import make_objective
 from qcompile.train.progress import make_progress
 from qcompile.train.strategy import StandardStep, StepStrategy
@@ -138,17 +141,11 @@ def evaluate(model: nn.Module, dataset: Any, batch_size: int = 256, device: str 
     """
     device = torch.device(device) if device is not None else _model_device(model)
     batches = Batches(dataset, batch_size, device, mean, std, task)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     sums: dict[str, float] = {}
-    try:
-        with torch.no_grad():
-            for inputs, targets in batches.in_order():
-                for key, value in batches.task.evaluation_sums(model(inputs), targets).items():
-                    sums[key] = sums.get(key, 0) + value
-    finally:
-        for module, training in modes:
-            module.training = training
+    with preserved_modes(model, train=False), torch.no_grad():
+        for inputs, targets in batches.in_order():
+            for key, value in batches.task.evaluation_sums(model(inputs), targets).items():
+                sums[key] = sums.get(key, 0) + value
     return batches.task.summarise(sums, len(batches.y))
 
 
@@ -267,6 +264,8 @@ class _Trainer:
         order = epoch_permutation(len(self.batches.y), self.config.seed, run.epoch)
         for inputs, targets in self.batches.in_order(order, start=run.step_in_epoch):
             out = strategy.step(self.model, inputs, targets, self.objective)
+            if not math.isfinite(out.loss):
+                raise self._diverged(f"the training loss became {out.loss}")
             with torch.no_grad():
                 metrics = {"loss": out.loss, **self.task.batch_metrics(out.outputs, targets)}
             run.add(metrics, len(targets))
@@ -325,10 +324,21 @@ class _Trainer:
     def _position(self) -> tuple[int, int, int]:
         return self.run.epoch, self.run.step_in_epoch, self.run.global_step
 
+    def _diverged(self, what: str):
+        """The error for the step just taken (not yet counted in ``run``)."""
+        run = self.run
+        where = (f"epoch {run.epoch + 1}, step {run.step_in_epoch + 1} of {len(self.batches)} "
+                 f"(step {run.global_step + 1} of the run)")
+        return diverged(what, where, self.config, self.path)
+
     def _save(self) -> None:
         position = self._position()
         if self.path is None or position == self._saved_at:
             return
+        bad = first_non_finite(self.model.state_dict())
+        if bad is not None:  # never write a NaN model over the last good checkpoint
+            raise diverged(f"the weights became non-finite ({bad!r})",
+                           f"the checkpoint after step {self.run.global_step} of the run", self.config, self.path)
         ckpt.save_checkpoint(self.path, _payload(self.model, self.strategy, self.config, self.run, self.batches))
         self._saved_at = position
 
