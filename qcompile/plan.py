@@ -14,6 +14,7 @@ from torch import fx
 
 from qcompile.errors import ConfigError
 from qcompile.quantizers import WEIGHT_QUANTIZERS
+from qcompile.validation import is_int
 
 LAYER_POLICIES = ("quantize", "8bit", "float")
 
@@ -33,13 +34,20 @@ class QuantSpec:
     method_options: dict = field(default_factory=dict)  # the method plug-in's own settings
 
     def validate(self) -> None:
-        if not 1 <= self.w_bits <= 8:
-            raise ConfigError(f"--w-bits must be in 1..8, got {self.w_bits}", hint="pick 1, 2, 4 or 8 for packed storage")
-        if self.a_bits is not None and not 2 <= self.a_bits <= 8:
+        if not (is_int(self.w_bits) and 1 <= self.w_bits <= 8):
+            raise ConfigError(f"--w-bits must be an integer in 1..8, got {self.w_bits!r}",
+                              hint="pick 1, 2, 4 or 8 for packed storage (3, 5-7 are stored in the next container)")
+        if self.a_bits is not None and not (is_int(self.a_bits) and 2 <= self.a_bits <= 8):
             raise ConfigError(
-                f"--a-bits must be in 2..8 (or omitted for float activations), got {self.a_bits}",
-                hint="use --a-bits 8 (or 4/2), or leave activations in float",
+                f"--a-bits must be an integer in 2..8, or none for float activations, got {self.a_bits!r}",
+                hint="use --a-bits 8 (or 4, 2), or --a-bits none (API: a_bits=None) to keep activations float",
             )
+        for pattern, bits in self.overrides.items():
+            if not (isinstance(pattern, str) and pattern and is_int(bits) and 0 <= bits <= 8):
+                raise ConfigError(f"--layer-bits {pattern}={bits}: weight bits must be an integer in 1..8, or 0 to "
+                                  "keep the layer float",
+                                  hint=f"e.g. --layer-bits '{pattern}=8' (API: layer_bits={{{pattern!r}: 8}}), "
+                                       f"or '{pattern}=0' to keep it float")
         if self.quantizer not in WEIGHT_QUANTIZERS:
             raise ConfigError(f"unknown --quantizer {self.quantizer!r}", hint=f"choose one of {', '.join(WEIGHT_QUANTIZERS)}")
         if self.quantizer == "bwn" and self.w_bits != 1:

@@ -52,3 +52,23 @@ def test_non_finite_float_options_are_refused_naming_the_flag(model_file, tmp_pa
     assert error["type"] == "ConfigError" and error["message"] == f"{flag} must be a finite number, got {value!r}"
     assert error["hint"].startswith("pass a finite number")
     assert not (tmp_path / "run").exists() and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--layer-bits", "0=9"], "--layer-bits 0=9: weight bits must be an integer in 1..8, or 0 to keep the layer float"),
+    (["--layer-bits", "*=12"], "--layer-bits *=12: weight bits must be an integer in 1..8, or 0 to keep the layer float"),
+    (["--w-bits", "9"], "--w-bits must be an integer in 1..8, got 9"),
+    (["--w-bits", "0"], "--w-bits must be an integer in 1..8, got 0"),
+    (["--a-bits", "1"], "--a-bits must be an integer in 2..8, or none for float activations, got 1"),
+    (["--a-bits", "16"], "--a-bits must be an integer in 2..8, or none for float activations, got 16"),
+])
+def test_bits_out_of_range_are_config_errors(model_file, flags, message):
+    error = error_of(invoke("inspect", f"{model_file}:build", "--input-shape", "1,1,8,8", *flags, expect=2))
+    assert error["type"] == "ConfigError" and error["message"] == message and error["hint"]
+
+
+def test_layer_bits_zero_still_keeps_a_layer_float(model_file):
+    report = invoke("inspect", f"{model_file}:build", "--input-shape", "1,1,8,8", "--layer-bits", "0=0", expect=0)
+    first, last = report["sites"]
+    assert (first["name"], first["w_bits"], first["a_bits"], first["reason"]) == ("0", None, None, "override 0=0")
+    assert last["w_bits"] == 4 and last["a_bits"] == 8
