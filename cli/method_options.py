@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from qcompile.cli.options import FiniteFloat
 from qcompile.methods.cli_options import CliOption, CliOptions
 from qcompile.methods.registry import available_methods, cli_options
 
@@ -40,8 +41,10 @@ def _click_type(option: CliOption) -> click.ParamType | type | None:
         return click.Choice(list(option.choices), case_sensitive=option.case_sensitive)
     if option.type is bool:
         return None  # an on/off switch: click reads '--x/--no-x'
+    if option.type is float:  # inf and nan are never a rate or a weight
+        return FiniteFloat(min=option.min)
     if option.min is not None:
-        return (click.IntRange if option.type is int else click.FloatRange)(min=option.min)
+        return click.IntRange(min=option.min)
     return option.type
 
 

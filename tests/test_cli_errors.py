@@ -45,9 +45,11 @@ def error_of(document: dict) -> dict:
 
 @pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--lr", "nan"), ("--momentum", "nan"),
                                          ("--weight-decay", "-inf"), ("--gamma", "inf"), ("--kd-alpha", "nan"),
-                                         ("--lr", "1e400")])
+                                         ("--lr", "1e400"), ("--meta-lr", "inf"),
+                                         ("--meta-lr", "nan")])
 def test_non_finite_float_options_are_refused_naming_the_flag(model_file, tmp_path, flag, value):
-    error = error_of(invoke("compile", f"{model_file}:build", "--input-shape", "1,1,8,8", flag, value,
+    method = ["--method", "metaquant", "--quantizer", "dorefa"] if flag.startswith("--meta") else []
+    error = error_of(invoke("compile", f"{model_file}:build", "--input-shape", "1,1,8,8", *method, flag, value,
                             "--out", tmp_path / "m.onnx", "--run-dir", tmp_path / "run", expect=2))
     assert error["type"] == "ConfigError" and error["message"] == f"{flag} must be a finite number, got {value!r}"
     assert error["hint"].startswith("pass a finite number")
