@@ -23,6 +23,7 @@ from torch import fx, nn
 
 from qcompile.data import DatasetSplits, load_dataset
 from qcompile.errors import ConfigError
+from qcompile.example_run import run_example
 from qcompile.loading import load_model
 from qcompile.methods import Method, get_method
 from qcompile.modes import preserved_modes
@@ -74,6 +75,7 @@ class CompiledModel:
         self.open_stage: int | None = None  # the stage a stopped (resumable) finetune call left unfinished
         self.data_spec: str | None = None  # the spec string data came from, so a saved run can reload it
         self.model_spec: str | None = None  # likewise for the model ('file.py:factory'), when given as a string
+        self._example_outputs: Any = None
 
     # ----------------------------------------------------------------- analysis
     def inspect(self) -> dict[str, Any]:
@@ -119,8 +121,18 @@ class CompiledModel:
         if resolved is None:
             raise ConfigError("this step needs data", hint="pass data='digits' | 'mnist:PATH' | 'folder:PATH' | 'npz:PATH' (CLI: --data)")
         self._check_data_shape(resolved)
+        outputs = self.example_outputs()
+        for split in ("train", "test"):
+            if getattr(resolved, split, None) is not None:
+                self.task.check_targets(getattr(resolved, split).y, outputs, split)
         self.data = resolved
         return resolved
+
+    def example_outputs(self) -> Any:
+        """The float model's outputs on the example inputs (computed once): what the task checks data against."""
+        if self._example_outputs is None:
+            self._example_outputs = run_example(self.float_model, self.example_inputs)
+        return self._example_outputs
 
     def _check_data_shape(self, splits: DatasetSplits) -> None:
         """Images must have the example input's per-sample shape: catch it here, not deep in a conv."""
@@ -263,6 +275,7 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
         example_inputs = example_inputs_for(shapes)
     elif isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    example_outputs = run_example(float_model, example_inputs)
     spec = spec or QuantSpec(method=method, w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, per_channel=per_channel,
                              first_layer=first_layer, last_layer=last_layer, overrides=dict(layer_bits or {}),
                              method_options=dict(method_options or {}))
@@ -273,6 +286,7 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
                                                  plugin.activation_quantizer))
     compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), None, leaf_modules, reports,
                              _choose_task(plugin, task))
+    compiled._example_outputs = example_outputs
     compiled.data = compiled.load_data(data) if data is not None else None
     compiled.data_spec = _spec_of(data)
     compiled.model_spec = model if isinstance(model, str) else None

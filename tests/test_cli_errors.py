@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -74,3 +75,60 @@ def test_layer_bits_zero_still_keeps_a_layer_float(model_file):
     first, last = report["sites"]
     assert (first["name"], first["w_bits"], first["a_bits"], first["reason"]) == ("0", None, None, "override 0=0")
     assert last["w_bits"] == 4 and last["a_bits"] == 8
+
+
+@pytest.mark.parametrize("shape, message, hint", [
+    ("1,3,8,8", "the model cannot run on an input of shape 1,3,8,8: Given groups=1, weight of size [4, 1, 3, 3], "
+                "expected input[1, 3, 8, 8] to have 1 channels, but got 3 channels instead",
+     "the model's first layer '0' (Conv2d) takes 1 input channels: use --input-shape 1,1,8,8 "
+     "(API: input_shape=(1, 1, 8, 8))"),
+    ("1,64", None, "the model's first layer '0' (Conv2d) takes 4-D inputs (batch, channels, ...): use --input-shape 1,1,H,W"),
+    ("1,1,9,9", None, "give --input-shape the shape the model's forward takes"),
+])
+def test_an_input_shape_the_model_cannot_take_is_a_config_error(model_file, tmp_path, shape, message, hint):
+    for command in (["inspect"], ["compile", "--out", tmp_path / "m.onnx", "--run-dir", tmp_path / "run"]):
+        error = error_of(invoke(command[0], f"{model_file}:build", "--input-shape", shape, *command[1:], expect=2))
+        assert error["type"] == "ConfigError"
+        assert error["message"] == message if message else error["message"].startswith(f"the model cannot run on an input of shape {shape}: ")
+        assert error["hint"].startswith(hint)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def five_class_data(tmp_path) -> str:
+    """Digits-sized images whose train labels are 0..4 and whose test split also holds a label 5."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(80, 1, 8, 8)).astype(np.float32)
+    y_train = np.arange(64) % 5
+    y_test = np.array([0, 1, 2, 3, 4, 5] * 2 + [0, 1, 2, 3])
+    path = tmp_path / "five.npz"
+    np.savez(path, x_train=x[:64], y_train=y_train, x_test=x[64:], y_test=y_test)
+    return f"npz:{path}"
+
+
+def test_labels_the_model_has_no_output_for_stop_compile_before_training(model_file, tmp_path, five_class_data):
+    run_dir = tmp_path / "run"
+    error = error_of(invoke("compile", f"{model_file}:build5", "--input-shape", "1,1,8,8", "--data", five_class_data,
+                            "--out", tmp_path / "m.onnx", "--run-dir", run_dir, expect=2))
+    assert error["type"] == "DataError"
+    assert error["message"] == "the test labels go from 0 to 5, but the model outputs 5 class scores (labels 0..4)"
+    assert error["hint"] == ("give the model's last layer 6 outputs (e.g. nn.Linear(features, 6)), "
+                             "or pass data whose labels are 0..4")
+    assert not run_dir.exists() and not (tmp_path / "m.onnx").exists()  # nothing trained, nothing written
+
+
+def test_a_foreign_onnx_with_one_dimensional_outputs_is_a_user_error(tmp_path):
+    """The classification task refuses outputs that are not (samples, classes) scores: exit 2 with a fix."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)], "sum",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+        [helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])])
+    path = tmp_path / "sum.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    error = error_of(invoke("run", path, "--data", "digits", expect=2))
+    assert error["message"] == "a classifier's outputs must be (samples, classes) scores for 397 samples, got shape (397,)"
+    assert "classification expects one logit per class" in error["hint"]

@@ -443,3 +443,25 @@ def test_preserved_modes_sets_a_mode_and_restores_each_module_even_on_error():
     assert model.training and not model[1].training and model[3].training
     with preserved_modes(model):  # None: modes are left as they are inside the block
         assert model.training and not model[1].training
+
+
+def test_labels_beyond_the_outputs_stop_the_loop_before_any_update(tmp_path):
+    """A label the model has no output for, in the last batch only (or only in the test split), stops the
+    run at its first forward, before its loss: no update, no checkpoint — not after the epochs before that batch."""
+    train, test = make_data(40), make_data(16, seed=1)
+    train.y[-1] = 3  # the model has 3 outputs: labels 0..2
+    model = make_cnn()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with pytest.raises(DataError) as err:
+        finetune(model, train, test, config(), checkpoint_dir=tmp_path, progress=False)
+    assert err.value.message == "the train labels go from 0 to 3, but the model outputs 3 class scores (labels 0..2)"
+    assert err.value.hint.startswith("give the model's last layer 4 outputs")
+    assert all(torch.equal(before[k], v) for k, v in model.named_parameters())  # no optimizer step
+    assert not checkpoint_path(tmp_path).exists()
+    test.y[0], train.y[-1] = -1, 0
+    with pytest.raises(DataError, match="the test labels go from -1 to 2") as err:
+        finetune(make_cnn(), train, test, config(), progress=False)
+    assert err.value.hint == "labels are class indices: 0..2, never negative"
+    train.y = train.y + 0.5
+    with pytest.raises(DataError, match="the train labels are float64 values, not class indices"):
+        finetune(make_cnn(), train, None, config(), progress=False)

@@ -6,6 +6,7 @@ on what the outputs *mean*:
 
 1. **batch format** — :meth:`Task.batch` turns numpy ``x``/``y`` into ``(inputs, targets)`` tensors
    (float32 inputs normalised per channel; targets of the task's dtype, via :meth:`Task.targets`);
+   :meth:`Task.check_targets` refuses labels the model's outputs cannot be scored against, up front;
 2. **objective** — :meth:`Task.loss` against the targets and, where the task defines one,
    :meth:`Task.distillation_loss` against a float teacher's outputs (blended by
    :func:`qcompile.train.objective.make_objective`);
@@ -53,6 +54,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def targets(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
         """The training targets of a batch (on the CPU), from its raw inputs ``x`` and labels ``y``."""
+
+    def check_targets(self, y: np.ndarray, outputs: Any, split: str) -> None:
+        """Raise a :class:`~qcompile.errors.DataError` (or ConfigError) when the labels ``y`` of the
+        ``split`` cannot be scored against outputs like ``outputs`` — before any training, rather than at
+        the batch that first holds a bad label. Default: every label is fine."""
 
     # ------------------------------------------------------------------ objective
     @abc.abstractmethod

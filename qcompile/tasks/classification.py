@@ -13,10 +13,13 @@ T² keeps the soft-target gradients on the same scale as the hard-target ones wh
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qcompile.errors import ConfigError, DataError
 from qcompile.tasks.base import Task
 
 
@@ -52,6 +55,27 @@ class Classification(Task):
     def targets(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
         del x
         return torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+    def check_targets(self, y: np.ndarray, outputs: Any, split: str) -> None:
+        """Labels are integer class indices in ``[0, classes)``, ``classes`` being the outputs' width."""
+        if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
+            got = f"shape {tuple(outputs.shape)}" if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise ConfigError(f"a classifier must output (batch, classes) scores, but the model outputs {got}",
+                              hint="end the model with its class scores (e.g. nn.Flatten() then nn.Linear(features, "
+                                   "classes)), or train it for another task")
+        classes = outputs.shape[1]
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.array_equal(y, np.round(y))):
+            raise DataError(f"the {split} labels are {y.dtype} values, not class indices",
+                            hint=f"give integer labels 0..{classes - 1}, one per sample")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise DataError(
+                f"the {split} labels go from {low} to {high}, but the model outputs {classes} class scores "
+                f"(labels 0..{classes - 1})",
+                hint=(f"give the model's last layer {high + 1} outputs (e.g. nn.Linear(features, {high + 1})), "
+                      f"or pass data whose labels are 0..{classes - 1}") if low >= 0 else
+                     f"labels are class indices: 0..{classes - 1}, never negative")
 
     def batch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return {"acc": batch_accuracy(outputs, targets)}

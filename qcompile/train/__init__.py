@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from qcompile.train.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint
 from qcompile.train.config import TrainConfig, resolve_device
-from qcompile.train.loop import Batches, TrainResult, TrainState, epoch_permutation, evaluate, finetune
+from qcompile.train.batches import Batches
+from qcompile.train.loop import TrainResult, TrainState, epoch_permutation, evaluate, finetune
 from qcompile.train.objective import Distillation, cross_entropy, kd_loss, make_objective
 from qcompile.train.strategy import StandardStep, StepOutput, StepStrategy, build_optimizer, build_scheduler
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from qcompile.modes import preserved_modes
 from qcompile.tasks import Task
-from qcompile.train.loop import Batches
+from qcompile.train.batches import Batches
 
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

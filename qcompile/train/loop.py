@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from qcompile.errors import ConfigError, DataError
+from qcompile.errors import ConfigError
 from qcompile.modes import preserved_modes
 from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
+from qcompile.train.batches import Batches, check_dataset
 from qcompile.train.config import TrainConfig, resolve_device
 from qcompile.train.divergence import diverged, first_non_finite
-from qcompile.train.objective import make_objective
+from qcompile.train.objective import LabelsChecked, make_objective
 from qcompile.train.progress import make_progress
 from qcompile.train.strategy import StandardStep, StepStrategy
 
@@ -80,47 +81,6 @@ class TrainResult:
     @property
     def final_test_loss(self) -> float | None:
         return None if self.final_test is None else self.final_test.get("loss")
-
-
-class Batches:
-    """Numpy dataset → (inputs, targets) tensors on ``device`` in the task's format, in a given order."""
-
-    def __init__(self, dataset: Any, batch_size: int, device: torch.device,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 task: Task | str | None = None):
-        self.x, self.y = _check_dataset(dataset)
-        self.batch_size = batch_size
-        self.device = device
-        self.task = get_task(task)
-        self.mean, self.std = self._norm_tensors(mean, std)
-
-    def __len__(self) -> int:
-        return -(-len(self.y) // self.batch_size)
-
-    def in_order(
-        self, order: np.ndarray | None = None, start: int = 0
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``start, start+1, ...`` of ``order`` (default: dataset order)."""
-        for b in range(start, len(self)):
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            idx = order[sl] if order is not None else sl
-            yield self.task.batch(self.x[idx], self.y[idx], self.device, self.mean, self.std)
-
-    def _norm_tensors(self, mean, std) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if mean is None or std is None:
-            return None, None
-        if self.x.ndim < 2 or self.x.shape[1] != len(mean):
-            raise ConfigError(
-                f"mean/std have {len(mean)} values but the inputs have shape {tuple(self.x.shape)} "
-                "(channels on axis 1)",
-                hint="give one mean and one std value per input channel",
-            )
-        shape = (1, len(mean)) + (1,) * (self.x.ndim - 2)
-
-        def as_tensor(values: Sequence[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=self.device).reshape(shape)
-
-        return as_tensor(mean), as_tensor(std)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -217,7 +177,7 @@ def finetune(
     strategy.setup(model, config)
     batches = Batches(train, config.batch_size, device, config.mean, config.std, task)
     if test is not None:
-        _check_dataset(test, "test")
+        check_dataset(test, "test")
     path = ckpt.checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
     run = _restore(path, model, strategy, config, batches) if resume else _Run()
     trainer = _Trainer(model, batches, test, config, strategy, teacher, path, run, tuple(callbacks), device)
@@ -243,7 +203,9 @@ class _Trainer:
         self.strategy, self.path, self.run = strategy, path, run
         self.callbacks, self.device = callbacks, device
         self.task = batches.task
-        self.objective = make_objective(teacher, config.kd_alpha, config.kd_temperature, self.task)
+        labels = {"train": batches.y, **({"test": test.y} if test is not None else {})}
+        self.objective = LabelsChecked(make_objective(teacher, config.kd_alpha, config.kd_temperature, self.task),
+                                       self.task, labels)
         self._saved_at = self._position()  # a fresh start needs no save; a resume is already saved
 
     def train(self, display) -> None:
@@ -393,17 +355,6 @@ def _check_arguments(
         raise ConfigError(
             f"{what} needs a checkpoint_dir", hint="pass checkpoint_dir=<a directory for checkpoint.pt>"
         )
-
-
-def _check_dataset(dataset: Any, name: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    x, y = getattr(dataset, "x", None), getattr(dataset, "y", None)
-    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
-        raise DataError(f"the {name} dataset must have numpy arrays .x and .y",
-                        hint="pass an ArrayDataset (qcompile.data) or any object with .x/.y numpy arrays")
-    if len(x) != len(y) or len(y) == 0:
-        raise DataError(f"the {name} dataset has {len(x)} inputs and {len(y)} labels",
-                        hint="inputs and labels must be non-empty and of equal length")
-    return x, y
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -14,8 +14,9 @@ where both terms belong to the task (for classification: cross-entropy and T²-s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,7 +25,7 @@ from qcompile.tasks.classification import cross_entropy, kd_loss
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["Distillation", "Objective", "cross_entropy", "kd_loss", "make_objective"]
+__all__ = ["Distillation", "LabelsChecked", "Objective", "cross_entropy", "kd_loss", "make_objective"]
 
 
 class Distillation:
@@ -58,3 +59,19 @@ def make_objective(
     if teacher is None or kd_alpha == 0:
         return task.loss
     return Distillation(teacher, kd_alpha, kd_temperature, task)
+
+
+class LabelsChecked:
+    """``objective``, which on its first call has the task check every label of the run (``labels``:
+    split name → labels) against that forward's outputs — before any loss, backward or update, so a
+    label the model has no output for stops the run at its first batch, not at the batch that holds it."""
+
+    def __init__(self, objective: Objective, task: Task, labels: Mapping[str, np.ndarray]):
+        self.objective, self.task, self.labels = objective, task, dict(labels)
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        if self.labels:
+            for split, y in self.labels.items():
+                self.task.check_targets(y, outputs, split)
+            self.labels = {}
+        return self.objective(outputs, targets, inputs)
