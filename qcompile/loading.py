@@ -1,14 +1,18 @@
 """Model loading: ``path/file.py:factory`` or ``package.module:attr``, plus an optional state dict.
 
 The attribute may be an ``nn.Module`` instance, a class, or a zero-argument factory. Weights load
-with ``torch.load(..., weights_only=True)`` (no pickled code runs) and ``strict=True`` so a
-mismatched checkpoint fails loudly instead of half-loading.
+with ``torch.load(..., weights_only=True)`` (no pickled code runs), and every key must match: a
+missing or unexpected key, or a shape mismatch, fails loudly (naming the keys) instead of half-loading.
+A file that is not a plain state dict is refused with what it holds and how to write one — never with
+advice to load it with ``weights_only=False``, which would run whatever code the file carries.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -81,9 +85,10 @@ def load_weights(model: nn.Module, weights: str | Path) -> None:
         raise ModelLoadError(f"weights file {str(weights)!r} does not exist", hint="pass the path of a saved state_dict (torch.save(model.state_dict(), path))")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot read {path} as a state dict: {exc}",
-                             hint="save weights with torch.save(model.state_dict(), path); pickled whole models are refused for safety") from exc
+    except Exception as exc:  # noqa: BLE001 - every failure means "not a state dict qcompile can read"
+        raise ModelLoadError(f"cannot read {path} as a state dict: {unreadable_reason(exc)}",
+                             hint=f"the weights file (--weights) must be a state dict of the model: save one with "
+                                  f"torch.save(model.state_dict(), {path.name!r})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -98,6 +103,19 @@ def load_weights(model: nn.Module, weights: str | Path) -> None:
             f"weights in {path} do not match the model: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}",
             hint="check that the weights were saved from the same model definition",
         )
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in qcompile's words.
+
+    torch's own message suggests retrying with ``weights_only=False`` or allow-listing globals: both
+    would let the file run code, so it is never passed on; only what the file holds is said.
+    """
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if isinstance(exc, pickle.UnpicklingError) and found:
+        return (f"it holds pickled Python objects ({found.group(1)}; e.g. a whole model saved with "
+                "torch.save(model)), and qcompile loads tensors only, since unpickling objects can run code")
+    return f"it is not a file written by torch.save, or it is damaged or truncated ({type(exc).__name__})"
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:

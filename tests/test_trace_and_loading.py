@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -97,3 +98,34 @@ def test_parse_shapes():
         parse_shapes("1,0,2")
     with pytest.raises(ModelLoadError, match="comma"):
         parse_shapes("a,b")
+
+
+@pytest.mark.parametrize("write, holds", [
+    (lambda m, p: torch.save(m, p), "it holds pickled Python objects ("),
+    (lambda m, p: torch.save({"w": np.zeros(3)}, p), "it holds pickled Python objects (numpy."),
+    (lambda m, p: p.write_bytes(b"not torch" * 10), "it is not a file written by torch.save, or it is damaged"),
+    (lambda m, p: (torch.save(m.state_dict(), p), p.write_bytes(p.read_bytes()[:200])),
+     "it is not a file written by torch.save, or it is damaged"),
+], ids=["whole-model", "numpy", "garbage", "truncated"])
+def test_unreadable_weights_say_what_the_file_is_and_never_suggest_unsafe_loading(model_file, tmp_path, write, holds):
+    path = tmp_path / "w.pt"
+    write(load_model(f"{model_file}:build"), path)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(f"{model_file}:build", path)
+    text = str(err.value)
+    assert err.value.message.startswith(f"cannot read {path} as a state dict: {holds}")
+    assert err.value.hint == ("the weights file (--weights) must be a state dict of the model: save one with "
+                              "torch.save(model.state_dict(), 'w.pt')")
+    assert "weights_only" not in text and "safe_globals" not in text and "trust" not in text
+    assert err.value.__cause__ is None  # torch's advice does not ride along in a chained traceback either
+
+
+def test_unreadable_checkpoint_never_suggests_unsafe_loading(tmp_path):
+    from qcompile.errors import ConfigError
+    from qcompile.train import checkpoint_path, load_checkpoint
+
+    torch.save({"format": 1, "model": nn.Linear(2, 2)}, checkpoint_path(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        load_checkpoint(checkpoint_path(tmp_path))
+    assert "it holds pickled Python objects (torch.nn.modules.linear.Linear" in err.value.message
+    assert "weights_only" not in str(err.value)

@@ -175,7 +175,8 @@ def compile_command(out: Output, source: dict, quant: dict, data: str | None, tr
 def finetune(out: Output, run_dir: Path, data: str | None, train: dict) -> Result:
     """Continue training the quantized model saved in RUN_DIR (by `compile`), and save it back.
 
-    The method and its options are the ones the run was compiled with.
+    The method and its options are the ones the run was compiled with. RUN_DIR names the model file
+    it was compiled from, which is imported (run) again: treat run directories as code.
     """
     from qcompile.report import HISTORY, read_run
     from qcompile.run_dir import load_run
@@ -197,7 +198,11 @@ def finetune(out: Output, run_dir: Path, data: str | None, train: dict) -> Resul
 @click.option("--float", "as_float", is_flag=True, help="Write the fp32 reference of the original model instead.")
 @reporting
 def export(out: Output, run_dir: Path, out_path: Path, as_float: bool) -> Result:
-    """Export the model saved in RUN_DIR to ONNX (packed low-bit, or fp32 with --float)."""
+    """Export the model saved in RUN_DIR to ONNX (packed low-bit, or fp32 with --float).
+
+    RUN_DIR names the model file it was compiled from, which is imported (run) again: treat run
+    directories as code.
+    """
     from qcompile.run_dir import load_run
 
     check_out_path(out_path)

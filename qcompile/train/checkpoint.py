@@ -24,6 +24,7 @@ import torch
 from qcompile.atomic import atomic_write
 
 from qcompile.errors import ConfigError
+from qcompile.loading import unreadable_reason
 from qcompile.train.config import RESUMABLE_CHANGES
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -52,9 +53,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
         raise ConfigError(
-            f"cannot read checkpoint {path}: {exc}",
+            f"cannot read checkpoint {path}: {unreadable_reason(exc)}",
             hint="the file is damaged or not a qcompile checkpoint; delete it or use another checkpoint_dir",
-        ) from exc
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise ConfigError(
             f"{path} is not a qcompile training checkpoint (format {FORMAT_VERSION})",
