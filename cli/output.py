@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 import click
 from rich import box
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -157,19 +158,61 @@ def ms(value: float | None) -> str:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]], right: tuple[int, ...] = (),
-          show_header: bool = True) -> Table:
-    """A simple table; columns in ``right`` hold numbers (right-aligned, never wrapped). Of the others
-    only the last wraps: it is the free text in every table here."""
-    t = Table(title=title, title_justify="left", title_style="bold", show_header=show_header, box=box.SIMPLE_HEAD,
-              pad_edge=False)
-    for i, name in enumerate(columns):
-        t.add_column(name, justify="right" if i in right else "left", no_wrap=i in right or i < len(columns) - 1,
-                     overflow="fold")
-    for row in rows:
-        t.add_row(*(Text(str(cell)) for cell in row))
-    return t
+          show_header: bool = True, optional: tuple[int, ...] = ()) -> FittedTable:
+    """A simple table; columns in ``right`` hold numbers (right-aligned). ``optional`` columns, least
+    important first, are left out when the output is too narrow for them (see :class:`FittedTable`)."""
+    return FittedTable(title, columns, [[str(cell) for cell in row] for row in rows], right, show_header, optional)
 
 
-def key_values(title: str, pairs: list[tuple[str, Any]]) -> Table:
+def key_values(title: str, pairs: list[tuple[str, Any]]) -> FittedTable:
     """A two-column table of labelled values (summaries)."""
     return table(title, ["", ""], [[k, v] for k, v in pairs], show_header=False)
+
+
+class FittedTable:
+    """A table that never cuts a number, however narrow the output (a pipe, a CI log, an 80-column terminal).
+
+    Rules, applied when it is drawn and the width is known:
+    1. text columns wrap (a word longer than its column is folded), numbers do not;
+    2. while the table cannot fit even with its text wrapped (and words folded to ``FOLD_WIDTH``), the
+       next ``optional`` column is left out, and a note under the table names the columns left out;
+    3. if it still cannot fit, numbers fold onto a second line rather than being cropped.
+    """
+
+    def __init__(self, title: str, columns: list[str], rows: list[list[str]], right: tuple[int, ...],
+                 show_header: bool, optional: tuple[int, ...]):
+        self.title, self.columns, self.rows, self.right = title, columns, rows, right
+        self.show_header, self.optional = show_header, optional
+
+    FOLD_WIDTH = 12  # a text column is not narrowed below this for the sake of another column
+
+    def build(self, shown: list[int], fold_numbers: bool = False, text_width: int | None = None) -> Table:
+        t = Table(title=self.title, title_justify="left", title_style="bold", show_header=self.show_header,
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+        for i in shown:
+            number = i in self.right
+            t.add_column(self.columns[i], justify="right" if number else "left", no_wrap=number and not fold_numbers,
+                         overflow="fold", max_width=None if number else text_width)
+        for row in self.rows:
+            t.add_row(*(Text(row[i]) for i in shown))
+        return t
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        shown, left_out = list(range(len(self.columns))), []
+        for column in self.optional:
+            if self._narrowest(console, options, shown) <= options.max_width:
+                break
+            shown.remove(column)
+            left_out.append(self.columns[column])
+        yield self.build(shown, fold_numbers=self._narrowest(console, options, shown) > options.max_width)
+        if left_out:
+            yield Text(f"not shown at this width: {', '.join(left_out)} (widen the output, or use --json)", style="dim")
+
+    def _narrowest(self, console: Console, options: ConsoleOptions, shown: list[int]) -> int:
+        """The least width the ``shown`` columns fit in with whole numbers (``Measurement.get`` would clamp
+        it to the width at hand, hence the wide options)."""
+        table = self.build(shown, text_width=self.FOLD_WIDTH)
+        return Measurement.get(console, options.update_width(1 << 16), table).minimum
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.build(list(range(len(self.columns)))))

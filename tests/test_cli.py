@@ -160,7 +160,7 @@ def test_leaf_makes_the_untraceable_model_inspectable(workdir):
 
 def test_bad_bits_is_a_clear_error_also_under_json(model_spec):
     result = invoke("inspect", model_spec, "--input-shape", "1,1,8,8", "--w-bits", "9", expect=2)
-    assert "--w-bits must be in 1..8, got 9" in result.stderr and "How to fix:" in result.stderr
+    assert "--w-bits must be an integer in 1..8, got 9" in result.stderr and "How to fix:" in result.stderr
     doc = invoke_json("inspect", model_spec, "--input-shape", "1,1,8,8", "--w-bits", "9", expect=2)
     assert doc["ok"] is False and doc["error"]["type"] == "ConfigError" and doc["error"]["hint"]
 

@@ -83,7 +83,8 @@ def render_inspect(console: Console, r: dict[str, Any]) -> None:
             for s in r["sites"]]
     console.print(fmt.table(
         f"Quantizable sites of {r['model']} at input {r['input_shape']} (method {r['method']})",
-        ["site", "layer (weight shape)", "params", "MACs/sample", "W/A bits", "quantizer"], rows, right=(2, 3, 4)))
+        ["site", "layer (weight shape)", "params", "MACs/sample", "W/A bits", "quantizer"], rows, right=(2, 3, 4),
+        optional=(5, 1, 3)))
     for s in r["sites"]:  # notes under the table: a column of mostly-empty text would not fit 80 columns
         if s["reason"]:
             console.print(f"  site {s['name']}: {s['reason']}", markup=False)

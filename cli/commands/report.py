@@ -63,7 +63,7 @@ def _stat(value: dict[str, Any], scale: float) -> str:
 
 
 def render_report(console: Console, r: dict[str, Any]) -> None:
-    """Numbers first and the label last: labels are long, and only the last column of a table wraps."""
+    """Numbers first and the label last: labels are long, and wrap under the numbers they follow."""
     scale, unit = (100.0, " (%)") if r["metric"].endswith("acc") else (1.0, "")
     rows = [[g["runs"], _stat(g["final"], scale), _stat(g["last_k"], scale), _stat(g["best"], scale), g["label"]]
             for g in r["groups"]]
