@@ -175,9 +175,12 @@ class CompiledModel:
         After training, BatchNorm statistics are re-estimated with the final weights on
         ``bn_reestimate_batches`` training batches (0 = off; see :mod:`qcompile.train.batchnorm_stats`).
         ``train_options`` are :class:`~qcompile.train.TrainConfig` fields (epochs, lr, optimizer, kd_alpha, ...).
+        Given with a ``config``, they override its fields (``finetune(config=base, lr=1e-3)`` is ``base`` with
+        lr=1e-3), and the result is validated as a whole; an unknown name is a ConfigError. ``mean``/``std``
+        left unset (None) are the data's, as in calibration and evaluation.
         """
         splits = self._data(data)
-        config = config or TrainConfig(**{"mean": splits.mean, "std": splits.std, **train_options})
+        config = _train_config(config, train_options, splits)
         if not any(bool(q.calibrated) for q in self.activation_quantizers()):
             self.calibrate(splits)
         teacher = self.float_model if config.kd_alpha > 0 else None
@@ -249,6 +252,15 @@ class CompiledModel:
         from qcompile.export.onnx_export import export_float_onnx
 
         return export_float_onnx(copy.deepcopy(self.float_model).cpu().eval(), tuple(t.cpu() for t in self.example_inputs), path)
+
+
+def _train_config(config: TrainConfig | None, options: dict[str, Any], splits: DatasetSplits) -> TrainConfig:
+    """``config`` (default: TrainConfig's defaults) with ``options`` on top, normalised like the data unless
+    the config or the options say otherwise."""
+    fields = {**(config.to_dict() if config is not None else {}), **options}
+    if fields.get("mean") is None and fields.get("std") is None:
+        fields.update(mean=splits.mean, std=splits.std)
+    return TrainConfig.from_dict(fields)
 
 
 def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | torch.Tensor | None = None, *,
