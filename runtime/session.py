@@ -111,6 +111,11 @@ class Session:
     def _run(self, x: np.ndarray) -> np.ndarray:
         name, output = self.artifact.input_name, self.artifact.output_names[0]
         out = self._ort.run([output], {name: x})[0]
+        if out.ndim == 0 or out.shape[0] != len(x):  # nothing to split into samples, batch or score
+            raise OutputError(f"{self.artifact.path} returned an output of shape {list(out.shape)} for a batch of "
+                              f"{len(x)}: its first output must have one row per sample",
+                              hint="export the model with the batch as the first dimension of its output "
+                                   "(e.g. [batch, classes] scores)")
         if not self._width_checked:
             self.artifact.check_output_width(out.shape)
             self._width_checked = True

@@ -117,18 +117,31 @@ def test_labels_the_model_has_no_output_for_stop_compile_before_training(model_f
     assert not run_dir.exists() and not (tmp_path / "m.onnx").exists()  # nothing trained, nothing written
 
 
-def test_a_foreign_onnx_with_one_dimensional_outputs_is_a_user_error(tmp_path):
-    """The classification task refuses outputs that are not (samples, classes) scores: exit 2 with a fix."""
+def summing_onnx(path: Path, axes: list[int], output_shape: list) -> Path:
+    """A foreign model (no qcompile metadata) that sums its 1×8×8 input over ``axes``."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)], "sum",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
-        [helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])])
-    path = tmp_path / "sum.onnx"
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
+        [helper.make_tensor("axes", TensorProto.INT64, [len(axes)], axes)])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_a_foreign_onnx_with_one_dimensional_outputs_is_a_user_error(tmp_path):
+    """The classification task refuses outputs that are not (samples, classes) scores: exit 2 with a fix."""
+    path = summing_onnx(tmp_path / "sum.onnx", [1, 2, 3], ["batch"])
     error = error_of(invoke("run", path, "--data", "digits", expect=2))
     assert error["message"] == "a classifier's outputs must be (samples, classes) scores for 397 samples, got shape (397,)"
     assert "classification expects one logit per class" in error["hint"]
+
+
+def test_a_foreign_onnx_whose_output_has_no_batch_dimension_is_a_user_error(tmp_path):
+    path = summing_onnx(tmp_path / "total.onnx", [0, 1, 2, 3], [])
+    error = error_of(invoke("run", path, "--data", "digits", expect=2))
+    assert error["type"] == "OutputError"
+    assert error["message"] == (f"{path} returned an output of shape [] for a batch of 256: its first output must "
+                                "have one row per sample")
