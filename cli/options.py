@@ -191,8 +191,8 @@ def train_options(min_epochs: int) -> Callable[[Callable[..., Any]], Callable[..
         click.Option(["--checkpoint-every"], type=click.IntRange(min=0), default=None,
                      help="Checkpoint into RUN_DIR/checkpoints every N steps [default: 0, end of each epoch only]."),
         click.Option(["--bn-reestimate", "bn_reestimate_batches"], type=click.IntRange(min=0), default=None,
-                     metavar="BATCHES", help="After training, recompute BatchNorm statistics with the final weights on "
-                     "this many training batches; 0 = off [default: 64]."),
+                     metavar="BATCHES", help="After calibration and after training, recompute BatchNorm statistics with "
+                     "the quantized weights on this many training batches; 0 = off [default: 64]."),
         click.Option(["--max-steps"], type=click.IntRange(min=1), default=None,
                      help="Stop after N optimizer steps in total (quick runs)."),
         click.Option(["--resume"], is_flag=True, help="Continue from the checkpoint in RUN_DIR/checkpoints."),

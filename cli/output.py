@@ -15,6 +15,8 @@ import json
 import math
 import sys
 import traceback
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -80,14 +82,40 @@ def reporting(func: Callable[..., Result]) -> Callable[..., None]:
             state.json = as_json
         out = Output(json=as_json)
         if not as_json:
-            result = func(out=out, **kwargs)
+            with shown_warnings():
+                result = func(out=out, **kwargs)
             result.render(stdout_console(), result.data)
             return
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), shown_warnings() as caught:
             result = func(out=out, **kwargs)
-        emit_json({"ok": True, **result.data})
+        emit_json({"ok": True, **result.data, **({"warnings": caught} if caught else {})})
 
     return wrapper
+
+
+@contextlib.contextmanager
+def shown_warnings() -> Iterator[list[dict[str, Any]]]:
+    """Show every :class:`~qcompile.errors.QCompileWarning` raised inside as "Warning: ... How to fix: ..."
+    on stderr (each once), and collect them (``{"message", "hint"}``) for the JSON document. Other
+    warnings are shown as Python shows them."""
+    from qcompile.errors import QCompileWarning
+
+    caught: list[dict[str, Any]] = []
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always", QCompileWarning)
+        try:
+            yield caught
+        finally:
+            console = stderr_console()
+            for record in records:
+                w = record.message
+                if not isinstance(w, QCompileWarning):
+                    warnings.showwarning(w, record.category, record.filename, record.lineno, record.file, record.line)
+                elif {"message": w.message, "hint": w.hint} not in caught:
+                    caught.append({"message": w.message, "hint": w.hint})
+                    console.print(Text("Warning: ", style="bold yellow") + Text(w.message), soft_wrap=True)
+                    if w.hint:
+                        console.print(Text("How to fix: ", style="bold") + Text(w.hint), soft_wrap=True)
 
 
 def emit_json(document: dict[str, Any]) -> None:

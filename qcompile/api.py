@@ -13,6 +13,7 @@ else ``compile(..., task=...)``, else classification.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from torch import fx, nn
 
 from qcompile.data import DatasetSplits, load_dataset
-from qcompile.errors import ConfigError
+from qcompile.errors import ConfigError, ExportError, QCompileWarning
 from qcompile.example_run import run_example
 from qcompile.loading import load_model
 from qcompile.methods import Method, get_method
@@ -35,7 +36,8 @@ from qcompile.quantizers import ActivationQuantizer
 from qcompile.runtime.manifest import InputSpec, Manifest
 from qcompile.tasks import Task, get_task
 from qcompile.train import Batches, TrainConfig, TrainResult, evaluate, finetune
-from qcompile.train.batchnorm_stats import reestimate_batchnorm
+from qcompile.train.batchnorm_stats import batchnorms, reestimate_batchnorm, statistics_unchanged
+from qcompile.train.divergence import first_non_finite
 
 
 def _spec_of(data: DatasetSplits | str | None) -> str | None:
@@ -147,12 +149,37 @@ class CompiledModel:
         return [m for m in self.graph_module.modules() if isinstance(m, ActivationQuantizer)]
 
     @torch.no_grad()
-    def calibrate(self, data: DatasetSplits | str | None = None, batches: int = 16, batch_size: int = 64) -> int:
-        """Observe activation ranges (EMA of min/max) on training images, BN kept in eval mode."""
+    def calibrate(self, data: DatasetSplits | str | None = None, batches: int = 16, batch_size: int = 64,
+                  bn_reestimate_batches: int = 64) -> int:
+        """Observe activation ranges (EMA of min/max) on training images, BN kept in eval mode, and
+        re-estimate BatchNorm statistics with the quantized weights; returns the images observed.
+
+        Why both: BN's running statistics describe the float weights' outputs. Quantized weights
+        (1-bit ones above all) move every channel's statistics, so a calibrate-only model with the float
+        statistics can output logits of 1e4..1e12. With BatchNorm and ``bn_reestimate_batches > 0``,
+        the statistics are recomputed on that many training batches (as after QAT, see
+        :mod:`qcompile.train.batchnorm_stats`), then the activation ranges, which BN's outputs feed,
+        are observed again under them.
+        """
         quantizers = self.activation_quantizers()
-        if not quantizers:
+        reestimate = bn_reestimate_batches > 0 and bool(batchnorms(self.graph_module))
+        if not quantizers and not reestimate:
             return 0
         splits = self._data(data)
+        seen = self._observe_ranges(splits, quantizers, batches, batch_size)
+        if reestimate:
+            reestimate_batchnorm(self.graph_module, splits.train, batches=bn_reestimate_batches,
+                                 batch_size=batch_size, mean=splits.mean, std=splits.std, task=self.task)
+            for q in quantizers:
+                q.reset()  # observed under the float weights' statistics
+            seen = max(seen, self._observe_ranges(splits, quantizers, batches, batch_size))
+        return seen
+
+    def _observe_ranges(self, splits: DatasetSplits, quantizers: list[ActivationQuantizer], batches: int,
+                        batch_size: int) -> int:
+        """Run up to ``batches`` training batches with only the activation quantizers in train mode."""
+        if not quantizers:
+            return 0
         gm = self.graph_module
         seen = 0
         with preserved_modes(gm, train=False):
@@ -181,8 +208,9 @@ class CompiledModel:
         """
         splits = self._data(data)
         config = _train_config(config, train_options, splits)
-        if not any(bool(q.calibrated) for q in self.activation_quantizers()):
-            self.calibrate(splits)
+        quantizers = self.activation_quantizers()
+        if quantizers and not any(bool(q.calibrated) for q in quantizers):
+            self.calibrate(splits, bn_reestimate_batches=bn_reestimate_batches)
         teacher = self.float_model if config.kd_alpha > 0 else None
 
         def freeze_ranges(event: str, state) -> None:
@@ -243,9 +271,25 @@ class CompiledModel:
         """Write the packed low-bit ONNX artifact (atomically); returns the export report."""
         from qcompile.export.onnx_export import export_onnx
 
+        self._check_exportable()
         gm = self.deployable()
         return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.manifest(), opset=opset,
                            onnx_passes=self.method.onnx_passes(self.plan))
+
+    def _check_exportable(self) -> None:
+        """Non-finite weights are an ExportError (a diverged model is never written); BatchNorm statistics
+        never recomputed for the quantized weights are a :class:`~qcompile.errors.QCompileWarning`."""
+        bad = first_non_finite(self.graph_module.state_dict())
+        if bad is not None:
+            raise ExportError(f"the model's {bad!r} holds NaN or inf values: it cannot be exported",
+                              hint="training diverged; compile again (with a lower learning rate) instead of "
+                                   "exporting this model")
+        if any(s.quantized for s in self.plan.sites) and statistics_unchanged(self.graph_module, self.float_model):
+            warnings.warn(QCompileWarning(
+                "the BatchNorm statistics are those of the float weights: nothing recomputed them for the quantized "
+                "weights, so the exported model may output huge or meaningless values (1-bit weights above all)",
+                hint="calibrate on data before exporting (CLI: --data, with --bn-reestimate N > 0; API: "
+                     "compile(..., data=...) or cm.calibrate(data)), or finetune"), stacklevel=3)
 
     def export_float(self, path: str | Path):
         """Write the fp32 ONNX of the original model (the reference for size and latency)."""
@@ -269,13 +313,16 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
             per_channel: bool | None = None, first_layer: str = "quantize", last_layer: str = "quantize",
             layer_bits: dict[str, int] | None = None, method_options: dict | None = None,
             leaf_modules: Sequence[str] = (), data: DatasetSplits | str | None = None,
-            spec: QuantSpec | None = None, task: Task | str | None = None) -> CompiledModel:
+            spec: QuantSpec | None = None, task: Task | str | None = None,
+            bn_reestimate_batches: int = 64) -> CompiledModel:
     """Trace ``model``, plan and insert quantizers; returns a :class:`CompiledModel` ready to finetune.
 
     ``model`` is an ``nn.Module`` or a spec ``'file.py:factory'`` / ``'pkg.mod:attr'`` (with ``weights``).
     Give ``example_inputs`` or ``input_shape`` (batch included, e.g. ``(1, 1, 28, 28)``).
-    With ``data``, activation ranges are calibrated right away. Without it, data is read when a step
-    needs it: the method's own (its ``data_source``), if it provides any. ``task`` (a name or a
+    With ``data``, activation ranges are calibrated right away and BatchNorm statistics re-estimated with
+    the quantized weights on ``bn_reestimate_batches`` training batches (0 = off; see
+    :meth:`CompiledModel.calibrate`). Without it, data is read when a step needs it: the method's own
+    (its ``data_source``), if it provides any. ``task`` (a name or a
     :class:`~qcompile.tasks.Task`) is what the model is trained for; a method that names its own task
     decides it, and the default is classification.
     """
@@ -303,5 +350,5 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     compiled.data_spec = _spec_of(data)
     compiled.model_spec = model if isinstance(model, str) else None
     if compiled.data is not None:
-        compiled.calibrate()
+        compiled.calibrate(bn_reestimate_batches=bn_reestimate_batches)
     return compiled

@@ -1,7 +1,8 @@
 """The compiler's errors a user can act on: every one says what is wrong and how to fix it.
 
 They share :class:`ActionableError` (defined in the torch-free runtime, which the compiler depends on)
-with the runtime's errors, so the CLI treats both alike.
+with the runtime's errors, so the CLI treats both alike. :class:`QCompileWarning` is the same for a
+hazard that does not stop the work: a Python warning in the API, a visible line on the command line.
 """
 
 from __future__ import annotations
@@ -35,3 +36,15 @@ class ExportError(QCompileError):
 
 class TrainingDiverged(QCompileError):
     """Training produced a non-finite loss or non-finite weights, and was stopped before saving them."""
+
+
+class QCompileWarning(UserWarning):
+    """A hazard a user can act on, with ``message`` and ``hint`` like :class:`ActionableError`."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nHow to fix: {self.hint}"

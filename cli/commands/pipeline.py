@@ -153,10 +153,11 @@ def compile_command(out: Output, source: dict, quant: dict, data: str | None, tr
     training_options(train)
     run_dir = run_dir or Path("runs") / out_path.stem
     out.log(f"tracing {source['model']} and inserting quantizers")
-    cm = build_compiled(source, quant, data, method_flags)
+    calibration = given({"bn_reestimate_batches": train["bn_reestimate_batches"]})
+    cm = build_compiled(source, quant, data, method_flags, calibration)
     if data is None:  # the method's own data, else the default; calibrated as `--data` would be
         ensure_data(cm, default=DEFAULT_DATA)
-        cm.calibrate()
+        cm.calibrate(**calibration)
     training, step_records = run_training(cm, train, run_dir, out)
     save_records(cm, run_dir, step_records, resume=train["resume"], previous=[],
                  model_spec=absolute_spec(source["model"]))

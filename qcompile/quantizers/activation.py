@@ -40,6 +40,10 @@ class ActivationQuantizer(Quantizer):
             self.running_min.lerp_(lo, self.momentum)
             self.running_max.lerp_(hi, self.momentum)
 
+    def reset(self) -> None:
+        """Forget the observed range: the next observation starts it afresh (not an EMA step from it)."""
+        self.calibrated.fill_(False)
+
     def freeze(self) -> None:
         self.frozen.fill_(True)
 

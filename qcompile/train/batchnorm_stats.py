@@ -52,3 +52,11 @@ def reestimate_batchnorm(model: nn.Module, dataset: Any, *, batches: int = 64, b
             for bn, momentum in zip(bns, momenta):
                 bn.momentum = momentum
     return seen
+
+
+def statistics_unchanged(model: nn.Module, reference: nn.Module) -> bool:
+    """True when ``model`` has BatchNorm running statistics and every one equals ``reference``'s under the
+    same name: nothing (calibration, training, re-estimation) has recomputed them since ``reference``."""
+    state, ref = model.state_dict(), reference.state_dict()
+    keys = [k for k in state if k.endswith((".running_mean", ".running_var")) and k in ref]
+    return bool(keys) and all(torch.equal(state[k].cpu(), ref[k].cpu()) for k in keys)
