@@ -6,7 +6,7 @@
     block3  BasicBlock 2C→4C, stride 2, 1×1-conv+BN down 7×7
     head    global average pool, Linear 4C→10
 
-It is the paper's ResNet20 (metaquant.md §3) in miniature: every Conv/Linear is quantized by the
+It is the paper's ResNet20 (Sec. 5.1) in miniature: every Conv/Linear is quantized by the
 study, the 1×1 downsample convs and the final FC included; BN and the FC bias stay float. With the
 default C = 8 it has 19,464 Conv/Linear weights, small enough for one CPU core per run.
 

@@ -2,7 +2,7 @@
 
     python benchmarks/metaquant_study.py [--jobs 2] [--epochs 6] [--seeds 3] [--quick] [--report-only]
 
-Setup (metaquant.md §3 scaled down to two CPU cores):
+Setup (the paper's CIFAR setup, Sec. 5.1, scaled down to two CPU cores):
 
 * data: ../shared/data/mnist, first 8,000 train / last 2,000 test (``common.mnist``), no augmentation;
 * model: ``benchmarks/metaquant_model.py:build`` (a BN ResNet: stem + 3 BasicBlocks with 1×1-conv
@@ -204,7 +204,7 @@ def float_checkpoint(splits, recipe: FloatRecipe, log=print) -> tuple[Path, dict
 
 def gradient_scales(float_model) -> dict[str, dict[str, float]]:
     """Per quantized layer: BWN's α = mean|W| and the mean DoReFa calibration (1 − tanh²W)/max|tanh W|
-    at the float start — the factors by which STE's W-gradient differs from MetaQuant's (metaquant.md §1.8b)."""
+    at the float start — the factors by which STE's W-gradient differs from MetaQuant's (MetaQuant's has neither)."""
     from torch import nn
 
     from qcompile.quantizers.dorefa import dorefa_calibration

@@ -80,13 +80,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[str] = ()) -> fx.GraphModule:
             hint=leaf_hint,
         ) from exc
     name = type(model).__name__
-    gm = fx.GraphModule(tracer.root, graph, name)
-    gm.meta["qcompile.leaf_modules"] = sorted(leaves)
-    return gm
-
-
-def leaf_module_names(gm: fx.GraphModule) -> list[str]:
-    return list(gm.meta.get("qcompile.leaf_modules", []))
+    return fx.GraphModule(tracer.root, graph, name)
 
 
 def example_inputs_for(shapes: list[tuple[int, ...]], device: str | torch.device = "cpu") -> tuple[torch.Tensor, ...]:

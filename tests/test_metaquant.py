@@ -1,4 +1,4 @@
-"""MetaQuant plug-in: the step's order and algebra on hand-checkable examples (metaquant.md §1)."""
+"""MetaQuant plug-in: the step's order and algebra on hand-checkable examples (the paper's Alg. 1)."""
 
 from __future__ import annotations
 

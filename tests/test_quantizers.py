@@ -72,8 +72,11 @@ def test_binary_quantizers():
 
 def test_dorefa_k_bit_values():
     q = DoReFaQuantizer(2)
-    values = torch.unique(q(W))
-    assert torch.allclose(values, torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])[: len(values)].to(values) if len(values) == 4 else values)
+    levels = torch.tensor([-3.0, -1.0, 1.0, 3.0]) * torch.tensor(1 / 3)  # (2i − 3)/3 for the 2-bit codes i
+    spread = torch.linspace(-2.0, 2.0, 101)  # tanh spreads these over all four levels
+    assert torch.equal(torch.unique(q(spread)), levels)
+    assert torch.equal(q.codes(spread).codes.unique(), torch.tensor([0, 1, 2, 3]))
+    assert set(torch.unique(q(W)).tolist()) <= set(levels.tolist())
     assert set(q.codes(W).codes.unique().tolist()) <= {0, 1, 2, 3}
 
 

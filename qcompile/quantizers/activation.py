@@ -58,10 +58,9 @@ class ActivationQuantizer(Quantizer):
             )
         if self.signed:
             bound = torch.maximum(self.running_min.abs(), self.running_max.abs())
-            denom = (1 << (self.bits - 1)) - 1
         else:
-            bound, denom = self.running_max.clamp_min(0), (1 << self.bits) - 1
-        return torch.where(bound > 0, bound / denom, torch.ones_like(bound)).to(torch.float32)
+            bound = self.running_max.clamp_min(0)
+        return torch.where(bound > 0, bound / self.qmax, torch.ones_like(bound)).to(torch.float32)
 
     def decompose(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training and not bool(self.frozen):

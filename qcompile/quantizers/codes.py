@@ -19,7 +19,8 @@ import torch
 
 
 def int_range(bits: int, signed: bool) -> tuple[int, int]:
-    """[qmin, qmax] of a ``bits``-bit container: the one definition every quantizer and exporter uses."""
+    """[qmin, qmax] of ``bits``-bit codes: the one definition the quantizers (their grids, scales and clamps)
+    and the codes' own checks use."""
     return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
 

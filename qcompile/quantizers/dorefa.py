@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from qcompile.quantizers.base import WeightQuantizer
-from qcompile.quantizers.codes import QuantCodes
+from qcompile.quantizers.codes import QuantCodes, int_range
 from qcompile.quantizers.ste import round_ste
 
 
@@ -36,7 +36,7 @@ class DoReFaQuantizer(WeightQuantizer):
         if not 1 <= bits <= 8:
             raise ValueError(f"DoReFa supports 1..8 bits, got {bits}")
         self.bits = bits
-        self.levels = (1 << bits) - 1
+        self.levels = int_range(bits, signed=False)[1]  # n = 2^k − 1
 
     def quantize_pre(self, w_tilde: torch.Tensor) -> torch.Tensor:
         """Integer domain of Q(W̃): 2·round(n·W̃) − n, STE through the rounding."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from qcompile.quantizers.base import WeightQuantizer, along_axis, binary_codes, reduce_per_channel
-from qcompile.quantizers.codes import QuantCodes
+from qcompile.quantizers.codes import QuantCodes, int_range
 from qcompile.quantizers.ste import round_ste, sign_ste
 
 
@@ -21,6 +21,8 @@ class UniformQuantizer(WeightQuantizer):
         if not 1 <= bits <= 8:
             raise ValueError(f"uniform quantizer supports 1..8 bits, got {bits}")
         self.bits, self.symmetric, self.per_channel = bits, symmetric, per_channel
+        self.qmax_signed = int_range(bits, signed=True)[1]  # symmetric grid: [-qmax, qmax]
+        self.qmax_unsigned = int_range(bits, signed=False)[1]  # asymmetric codes: [0, qmax]
 
     def _params(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, zero_point) per tensor or per channel, both detached."""
@@ -28,15 +30,15 @@ class UniformQuantizer(WeightQuantizer):
             if self.bits == 1:
                 scale = reduce_per_channel(w, self.per_channel, "absmean")
             else:
-                scale = reduce_per_channel(w, self.per_channel, "absmax") / ((1 << (self.bits - 1)) - 1)
+                scale = reduce_per_channel(w, self.per_channel, "absmax") / self.qmax_signed
             zero_point = torch.zeros_like(scale, dtype=torch.int64)
         else:
             # the grid must contain 0 so the zero point is an integer code in [0, 2^b − 1]
             lo = reduce_per_channel(w, self.per_channel, "min").clamp_max(0)
             hi = reduce_per_channel(w, self.per_channel, "max").clamp_min(0)
-            scale = (hi - lo) / ((1 << self.bits) - 1)
+            scale = (hi - lo) / self.qmax_unsigned
             scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-            zero_point = torch.clamp(torch.round(-lo / scale), 0, (1 << self.bits) - 1).to(torch.int64)
+            zero_point = torch.clamp(torch.round(-lo / scale), 0, self.qmax_unsigned).to(torch.int64)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
         return scale, zero_point
 
@@ -45,10 +47,9 @@ class UniformQuantizer(WeightQuantizer):
         if self.symmetric and self.bits == 1:
             return sign_ste(w, limit=None)
         if self.symmetric:
-            qmax = (1 << (self.bits - 1)) - 1
-            return torch.clamp(round_ste(w / s), -qmax, qmax)
+            return torch.clamp(round_ste(w / s), -self.qmax_signed, self.qmax_signed)
         zp = along_axis(zero_point, w, 0).to(w.dtype)
-        q = torch.clamp(round_ste(w / s) + zp, 0, (1 << self.bits) - 1)
+        q = torch.clamp(round_ste(w / s) + zp, 0, self.qmax_unsigned)
         return q - zp
 
     def decompose(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,7 @@
-"""MetaQuant (Chen, Wang & Pan, NeurIPS 2019): a meta-network learns the gradient through the
-quantizer. Research notes and the reference code's pitfalls: ``shared/methods/metaquant.md``.
+"""MetaQuant (Chen, Wang & Pan, "MetaQuant: Learning to Quantize by Learning to Penetrate
+Non-differentiable Quantization", NeurIPS 2019): a meta-network learns the gradient through the
+quantizer. "The reference code" below is the authors' (github.com/csyhhu/MetaQuant); how this
+implementation compares with both, measured: docs/BENCHMARKS.md, section MetaQuant.
 
 The plug-in has three parts, each in its own module:
 

@@ -1,7 +1,7 @@
 """Running M_φ over a layer's weights in chunks, so its activations never exceed one chunk.
 
 A coordinate-wise meta-net keeps N × H activations per hidden layer for backward — 4.7 GB per
-hidden tensor for ResNet-18's 11.7 M weights (metaquant.md §4.6). Chunking the forward alone
+hidden tensor for ResNet-18's 11.7 M weights at H = 100 (float32). Chunking the forward alone
 would not help, since every chunk's graph must live until the model's backward. So a
 :class:`MetaPass` runs the meta-net twice, like activation checkpointing done by hand:
 

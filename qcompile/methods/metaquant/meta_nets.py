@@ -1,4 +1,4 @@
-"""The shared, coordinate-wise meta-network M_φ (metaquant.md §2).
+"""The shared, coordinate-wise meta-network M_φ: the paper's FC-Grad, MultiFC and LSTMFC.
 
 Every variant maps one weight's inputs to one output, g_W̃ = ∂ℓ/∂W̃ for that weight; a layer's
 weights form the batch. Inputs are raw (no log/sign encoding, no normalisation), exactly as in
@@ -10,7 +10,7 @@ pre-quantized weight.
     LSTMFC   g ⊙ FC(LSTM(W̃; h,c)) — each weight keeps its own (h, c) across iterations
 
 Nonlinearity flags are honoured (the reference compares strings with ``is``, so its flags never
-fire; metaquant.md §5.4). The one interface, ``forward(g, w_tilde, state) -> (out, state)`` on
+fire). The one interface, ``forward(g, w_tilde, state) -> (out, state)`` on
 flat tensors, lets the step process any slice of any layer (see :mod:`.chunking`).
 """
 
@@ -62,8 +62,8 @@ def apply_fc(stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 def linear_gain(stack: nn.Sequential) -> float | None:
     """The scalar c with stack(x) = c·x when the stack is bias-free and linear, else None.
 
-    For the paper's 2-layer FC-Grad this is Σ_k w2_k·w1_k: the learned step-size multiplier
-    that metaquant.md §1.8a asks to log over training.
+    For the paper's 2-layer FC-Grad this is Σ_k w2_k·w1_k: without biases or a nonlinearity the whole
+    meta-network is this one learned step-size multiplier, worth logging over training.
     """
     product = linear_product(stack)
     return None if product is None else float(product.detach().reshape(()))
@@ -115,7 +115,7 @@ class LSTMFC(MetaNet):
     """g_W̃ = g_Ŵ ⊙ FC(h'), (h', c') = LSTM(W̃; h, c). Sequence length 1, so an LSTMCell.
 
     The head keeps PyTorch's default bias like the paper's; the caller carries (h', c')
-    detached to the next iteration (truncated BPTT of length 1, metaquant.md §1.6).
+    detached to the next iteration (truncated BPTT of length 1).
     """
 
     stateful = True
@@ -138,7 +138,7 @@ class LSTMFC(MetaNet):
 def build_meta_net(options: MetaQuantOptions) -> MetaNet:
     """The variant named by ``options.meta``, with PyTorch's default initialisation.
 
-    Default init means FC-Grad's initial gain is random and may be negative (metaquant.md §2):
+    Default init means FC-Grad's initial gain is random and may be negative:
     φ learns the sign within the first iterations, as in the paper.
     """
     o = options

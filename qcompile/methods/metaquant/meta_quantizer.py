@@ -7,7 +7,7 @@ clears it after; without one (first iteration, evaluation, export) the wrapper c
 what the inner quantizer computes.
 
 During a training forward it also records what the meta-net needs next iteration
-(metaquant.md §1.2): W̃ = A(W_meta) and, through a hook, g_Ŵ = ∂ℓ/∂Ŵ — the gradient w.r.t. the
+(paper, Alg. 1): W̃ = A(W_meta) and, through a hook, g_Ŵ = ∂ℓ/∂Ŵ — the gradient w.r.t. the
 *quantized* weight Ŵ = ints·scale, so g_Ŵ = ∂ℓ/∂ints / scale.
 
 ``export_quantizer()`` returns the plain inner quantizer: ``StripForExport`` swaps it in, so the
@@ -34,8 +34,8 @@ class MetaContext:
 
     ``target`` is the (detached) value of W_meta; ``cg`` = calib ⊙ mg is a leaf that requires
     grad. The forward weight is target + lr·(stopgrad(cg) − cg): its value is exactly
-    ``target`` and ∂W_meta/∂cg = −lr, i.e. W_meta = W − lr·[cg + stopgrad(π − cg)] of
-    metaquant.md §1.5 with the refinement π passed straight through. The model's backward thus
+    ``target`` and ∂W_meta/∂cg = −lr, i.e. W_meta = W − lr·[cg + stopgrad(π − cg)]: the paper's
+    Eq. 6 forward, with the optimizer's refinement π passed straight through. The model's backward thus
     leaves ∂ℓ/∂cg in ``cg.grad``, from which the step back-propagates into φ.
     """
 

@@ -1,9 +1,9 @@
 """MetaQuant's settings (``QuantSpec.method_options``), validated once with actionable errors.
 
-The defaults follow the paper (metaquant.md §2, §3): a hidden width of 100, bias-free FC
+The defaults follow the paper (Sec. 5.1): a hidden width of 100, bias-free FC
 meta-networks without a nonlinearity, the meta-net trained by Adam at 1e-3, and the forward of
 Eq. (6). Note that these defaults make FC-Grad and MultiFC *linear* in their input (FC-Grad is a
-single learned gain on the gradient, MultiFC a gain proportional to W̃; metaquant.md §1.8a) —
+single learned gain on the gradient, MultiFC a gain proportional to W̃) —
 set ``nonlinearity`` and/or ``bias`` for a genuinely nonlinear meta-network.
 
 ``CLI_OPTIONS`` are the same settings as command-line flags (``--meta``, ``--meta-hidden``, ...).
@@ -36,7 +36,7 @@ class MetaQuantOptions:
     - ``nonlinearity``: None, 'relu' or 'tanh' between the FC layers; ``bias``: FC biases
       (the LSTMFC head always has a bias, as in the paper).
     - ``forward_mode``: 'paper' (Eq. 6: the forward uses the update that is then committed) or
-      'reference' (the reference code's stale value W_t − lr·π_{t−1}; metaquant.md §1.5).
+      'reference' (the reference code's stale value W_t − lr·π_{t−1}: the previous update, applied twice).
     - ``meta_lr`` / ``meta_lr_decay``: Adam's lr for φ, optionally decayed with the base lr
       schedule (the paper says it is; the reference code never does).
     - ``chunk_size``: weights per meta-net call; bounds the meta-net's activation memory to

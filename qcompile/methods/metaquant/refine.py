@@ -1,15 +1,15 @@
 """An SGD/Adam optimizer whose update direction π(g) can be computed without being applied.
 
-MetaQuant needs π twice per iteration (metaquant.md §1.3 step 7, §1.5, §6.5): the forward uses
+MetaQuant needs π twice per iteration (the paper's Eq. 6 and Alg. 1): the forward uses
 W − lr·π(calib ⊙ mg) and the end of the iteration commits that same update. ``refine(p)``
 computes π(p.grad), advances p's optimizer state (so π is evaluated once per iteration) and
 parks the direction; ``step()`` then applies p ← p − lr·π to every parameter, reusing a parked
 direction or refining ``p.grad`` on the spot. Without ``refine`` calls it is ordinary SGD/Adam,
 equal to ``torch.optim.SGD``/``Adam`` (a test checks it).
 
-Unlike the reference's custom optimizers, ``step()`` has the right sign for both rules
-(metaquant.md §5.8). Being a ``torch.optim.Optimizer``, it works with the loop's lr schedulers
-and its ``state_dict`` is the usual one.
+Unlike the reference's custom optimizers (whose Adam.step adds +lr·grad; it is never called
+there), ``step()`` has the right sign for both rules. Being a ``torch.optim.Optimizer``, it works
+with the loop's lr schedulers and its ``state_dict`` is the usual one.
 
 π, with g' = g + wd·p:
 - SGD: g' (momentum μ > 0: buf ← μ·buf + g', first buf = g'; π = buf — torch's convention);

@@ -1,4 +1,4 @@
-"""MetaQuant's training step (metaquant.md §1.3, with the paper's Eq. 6 forward by default).
+"""MetaQuant's training step (the paper's Alg. 1, with its Eq. 6 forward by default).
 
 One iteration t ≥ 2, for every meta-quantized layer (W its weight, lr the current base lr):
 
@@ -23,7 +23,7 @@ One iteration t ≥ 2, for every meta-quantized layer (W its weight, lr the curr
    π, the others with π of their fresh gradients (the same SGD/Adam rule).
 
 Iteration 1 only harvests g_Ŵ and W̃: nothing is updated (paper Sec. 4.4). φ therefore gets
-gradient only through W_meta: none on iteration 1, none when lr = 0 (metaquant.md §1.6).
+gradient only through W_meta: none on iteration 1, none when lr = 0.
 
 Per-step metrics (``extra_metrics``): ``meta_loss`` — the loss φ is trained on, i.e. this batch's
 task loss evaluated at the meta weights W_meta(φ) (so it equals ``loss`` on the same step; absent
