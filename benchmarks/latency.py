@@ -51,9 +51,9 @@ def render(record: dict) -> str:
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0])
     started, load_before = time.perf_counter(), common.load_average()
-    import numpy as np
 
     from qcompile.runtime import Session
+    from qcompile.runtime.normalisation import normalise
 
     warmup, rounds = (5, 4) if args.quick else (30, 300)
     splits = common.mnist()
@@ -70,9 +70,7 @@ def main() -> None:
         sessions = {name: Session(path, providers="CPUExecutionProvider") for name, path in paths.items()}
         file_bytes = {name: path.stat().st_size for name, path in paths.items()}
 
-    mean = np.asarray(splits.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(splits.std, np.float32).reshape(1, -1, 1, 1)
-    inputs = {b: np.ascontiguousarray((images[:b] - mean) / std, dtype=np.float32) for b in BATCHES}
+    inputs = {b: normalise(images[:b], splits.mean, splits.std) for b in BATCHES}
     names = list(sessions)
     for name in names:
         for b in BATCHES:

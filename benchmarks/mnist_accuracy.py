@@ -89,10 +89,10 @@ def render(record: dict) -> str:
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0])
     started, load_before = time.perf_counter(), common.load_average()
-    import numpy as np
     import torch
 
     from qcompile.runtime import Session
+    from qcompile.runtime.normalisation import normalise
 
     splits = common.mnist()
     model, float_info = common.float_model(splits, common.float_recipe(args.quick))
@@ -122,9 +122,7 @@ def main() -> None:
                   f"max|diff| {row['max_abs_diff']:.2e}  ({finetune_seconds:.0f} s, load {common.load_average()})",
                   file=sys.stderr)
         compiled.export_float(fp32_path)
-        mean = np.asarray(splits.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(splits.std, np.float32).reshape(1, -1, 1, 1)
-        x = np.ascontiguousarray((test_x - mean) / std, dtype=np.float32)
+        x = normalise(test_x, splits.mean, splits.std)
         fp32 = Session(fp32_path, providers="CPUExecutionProvider")
         float_row = {"name": "float (fp32)", "options": None, "qat_acc_torch": None,
                      **compare(logits_torch(model, x), fp32.predict(x, normalize=False), test_y),

@@ -6,8 +6,8 @@ both, top-1 agreement and the largest logit gap; see ``qcompile.runtime.tasks``)
 behind ``qcompile compile``'s summary and the demo table: an export is only worth shipping if ORT's
 accuracy equals PyTorch's and the logits agree to float rounding. Inputs are normalised here (with the
 dataset's train statistics) rather than by the runtime, so a plain fp32 export without qcompile
-metadata can be compared the same way. torch is imported inside the functions that need it:
-``normalise`` also serves the torch-free ``qcompile run``.
+metadata can be compared the same way, by the one normalisation the runtime uses
+(:func:`qcompile.runtime.normalisation.normalise`). torch is imported inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from qcompile.tasks import Task
-
-
-def normalise(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """``(x - mean) / std`` per channel (NCHW), float32 — what training fed the model."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    out = (x - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(std, np.float32).reshape(shape)
-    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def torch_logits(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -53,6 +46,7 @@ def compare_onnx(model: nn.Module, onnx_path: str | Path, dataset: Any, mean: tu
     (largest |ORT − PyTorch| logit) and ``agreement`` (fraction of samples with the same top-1).
     """
     from qcompile.runtime import Session
+    from qcompile.runtime.normalisation import normalise
     from qcompile.tasks import get_task
 
     measures = get_task(task).runtime()

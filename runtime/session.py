@@ -19,6 +19,7 @@ from qcompile.runtime.engine import Engine
 from qcompile.runtime.errors import ArtifactError, InputError, OutputError
 from qcompile.runtime.kinds import register_kind
 from qcompile.runtime.manifest import Dim
+from qcompile.runtime.normalisation import normalise
 
 CLASSIFIER = "classifier"
 
@@ -100,9 +101,7 @@ class Session:
                 f"{self.artifact.path} has no mean/std metadata, so normalize=True cannot be applied",
                 hint="normalise the inputs yourself and call with normalize=False, or re-export with qcompile",
             )
-        bcast = (-1,) + (1,) * (x.ndim - 2)
-        out = (x - np.asarray(mean, np.float32).reshape(bcast)) / np.asarray(std, np.float32).reshape(bcast)
-        out = np.ascontiguousarray(out, dtype=np.float32)
+        out = normalise(x, mean, std)
         if not np.isfinite(out).all() and np.isfinite(x).all():
             raise InputError(f"normalising with the artifact's mean {list(mean)} / std {list(std)} overflows float32",
                              hint="pass float32 images in [0, 1] (divide uint8 images by 255)")

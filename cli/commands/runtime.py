@@ -40,7 +40,7 @@ def run(out: Output, model: Path, data: str, batch_size: int, task: str, provide
         spin: bool | None) -> Result:
     """Score MODEL.onnx on the test split in onnxruntime (classification: accuracy); no torch needed."""
     from qcompile.data import load_dataset
-    from qcompile.parity import normalise
+    from qcompile.runtime.normalisation import normalise
     from qcompile.runtime import Session
     from qcompile.runtime.tasks import get_runtime_task
 

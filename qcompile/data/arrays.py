@@ -13,6 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
+from qcompile.runtime.normalisation import normalise
+
 
 @dataclass(frozen=True, eq=False)
 class ArrayDataset:
@@ -65,9 +67,7 @@ class DatasetSplits:
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """``(x - mean) / std`` per channel, as float32; works for NCHW batches and single CHW images."""
-        mean = np.asarray(self.mean, np.float32).reshape(-1, 1, 1)
-        std = np.asarray(self.std, np.float32).reshape(-1, 1, 1)
-        return ((np.asarray(x, np.float32) - mean) / std).astype(np.float32, copy=False)
+        return normalise(x, self.mean, self.std, channel_axis=-3)
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
