@@ -38,13 +38,6 @@ class TrainingDiverged(QCompileError):
     """Training produced a non-finite loss or non-finite weights, and was stopped before saving them."""
 
 
-class QCompileWarning(UserWarning):
-    """A hazard a user can act on, with ``message`` and ``hint`` like :class:`ActionableError`."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\nHow to fix: {self.hint}"
+class QCompileWarning(ActionableError, UserWarning):
+    """A hazard a user can act on that does not stop the work: ``message`` and ``hint`` as in every
+    :class:`ActionableError`, issued with ``warnings.warn``."""
