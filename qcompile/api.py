@@ -171,8 +171,9 @@ class CompiledModel:
             reestimate_batchnorm(self.graph_module, splits.train, batches=bn_reestimate_batches,
                                  batch_size=batch_size, mean=splits.mean, std=splits.std, task=self.task)
             for q in quantizers:
-                q.reset()  # observed under the float weights' statistics
-            seen = max(seen, self._observe_ranges(splits, quantizers, batches, batch_size))
+                if not bool(q.frozen):  # a frozen range (after QAT) is kept, as observing would keep it
+                    q.reset()  # observed under the float weights' statistics
+            seen = self._observe_ranges(splits, quantizers, batches, batch_size)
         return seen
 
     def _observe_ranges(self, splits: DatasetSplits, quantizers: list[ActivationQuantizer], batches: int,

@@ -93,3 +93,15 @@ def test_the_command_line_shows_the_warning_and_lists_it_under_json(float_cnn, t
     assert document["accuracy"]["quantized_torch"] < 0.5 < json.loads(
         CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "c.onnx"), "--run-dir", str(tmp_path / "c"),
                                  "--json"]).stdout)["accuracy"]["quantized_torch"]
+
+
+def test_calibrating_again_after_training_keeps_frozen_ranges(float_cnn, digits):
+    cm = qcompile.compile(float_cnn, a_bits=8, data=digits, **W1_DOREFA)
+    cm.finetune(epochs=1, max_steps=3, batch_size=32, progress=False)
+    for q in cm.activation_quantizers():
+        q.freeze()
+    ranges = [(float(q.running_min), float(q.running_max)) for q in cm.activation_quantizers()]
+    cm.calibrate(digits)
+    assert [(float(q.running_min), float(q.running_max)) for q in cm.activation_quantizers()] == ranges
+    assert all(bool(q.calibrated) for q in cm.activation_quantizers())
+    assert cm.evaluate() > 0.1
