@@ -11,6 +11,11 @@ What it guarantees:
 4. What outputs mean belongs to a :class:`~qcompile.tasks.Task` (default: classification): how
    numpy arrays become tensors, the loss, per-batch metrics and the evaluation summary. The loop
    only sums what the task reports: ``train_<metric>`` and ``test_<metric>`` in history.
+5. Checked before it costs anything: on the first forward, before its loss, the task checks every
+   train and test label against the outputs (:meth:`~qcompile.tasks.Task.check_targets`).
+6. Finite or stopped: a non-finite loss, or non-finite weights about to be checkpointed, raise
+   :class:`~qcompile.errors.TrainingDiverged` (see :mod:`qcompile.train.divergence`); the last good
+   checkpoint stays as it was.
 
 Callbacks ``cb(event, state)`` get ``'step_end'`` after every step and ``'epoch_end'`` after each
 epoch (after evaluation), both before that point's checkpoint is written, so changes a callback
