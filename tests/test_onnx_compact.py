@@ -16,7 +16,7 @@ from torch import nn
 import qcompile
 from qcompile.export import onnx_export
 from qcompile.export.onnx_export import export_onnx
-from qcompile.export.onnx_passes import CompactModel, DropDefaultAttributes
+from qcompile.export.onnx_passes import CompactModel, DropDefaultAttributes, FoldBiasAdd
 from qcompile.export.size import BITS_KEY, ELEMENTS_KEY, size_report
 from qcompile.plan import QuantSpec
 from test_freeze_for_export import build_quantized
@@ -155,6 +155,42 @@ def test_drop_default_attributes():
                     ("MaxPool", ["kernel_shape", "strides"]), ("Flatten", []), ("Gemm", ["transB"])]
     x = rng.standard_normal((2, 1, 4, 4)).astype(np.float32)
     assert np.array_equal(run_ort(after, x), run_ort(before, x))
+
+
+def test_fold_bias_add():
+    """Conv → Add([1, C, 1, 1]) and Gemm → Add([N]) fold; a shared Conv output or a non-channel Add stays."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "b"], ["cb"]),  # folds
+        helper.make_node("Conv", ["cb", "w2"], ["c2"]),
+        helper.make_node("Add", ["c2", "b2"], ["c2b"]),  # c2 is also read by the Mul: stays
+        helper.make_node("Mul", ["c2", "c2b"], ["m"]),
+        helper.make_node("Conv", ["m", "w2"], ["c3"]),
+        helper.make_node("Add", ["c3", "full"], ["c3b"]),  # not a per-channel bias: stays
+        helper.make_node("Flatten", ["c3b"], ["f"]),
+        helper.make_node("Gemm", ["f", "g"], ["gm"], transB=1),
+        helper.make_node("Add", ["gb", "gm"], ["y"]),  # folds, bias first; y stays the graph output
+    ]
+    rng = np.random.default_rng(0)
+    arrays = {"w": (2, 1, 3, 3), "b": (1, 2, 1, 1), "w2": (2, 2, 1, 1), "b2": (2, 1, 1), "full": (1, 2, 4, 4),
+              "g": (3, 32), "gb": (3,)}
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in arrays.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    before = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    model = ir.serde.deserialize_model(onnx.ModelProto.FromString(before.SerializeToString()))
+    assert FoldBiasAdd()(model).modified
+    after = ir.serde.serialize_model(model)
+    onnx.checker.check_model(after, full_check=True)
+    assert [n.op_type for n in after.graph.node] == ["Conv", "Conv", "Add", "Mul", "Conv", "Add", "Flatten", "Gemm"]
+    inits = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
+    first, gemm = after.graph.node[0], after.graph.node[-1]
+    assert np.array_equal(inits[first.input[2]], numpy_helper.to_array(graph.initializer[1]).reshape(2))
+    assert np.array_equal(inits[gemm.input[2]], numpy_helper.to_array(graph.initializer[6]))
+    assert gemm.output[0] == "y" and after.graph.output[0].name == "y"
+    x = rng.standard_normal((2, 1, 4, 4)).astype(np.float32)
+    assert np.abs(run_ort(after, x) - run_ort(before, x)).max() <= 1e-5
 
 
 # ----------------------------------------------------------------------------- through export_onnx

@@ -45,7 +45,7 @@ class CompactModel(ir.passes.InPlacePass):
        model-local functions too;
     3. nodes lose their names, metadata and doc strings, in model-local functions too;
     4. every named value is renamed to the next short C identifier (``a``…``Z``, ``a0``…), in graph
-       order, except the main graph's inputs and outputs and the codes initializers: they bear
+       order, except the main graph's inputs and outputs and the codes (in any graph): they bear
        their layer's name (given by ``LowerDecodeWeight``), which is how readers find a layer's
        codes, and carry their ``qcompile.bits`` / ``qcompile.elements`` tensor metadata unchanged; unnamed (omitted
        optional) values stay unnamed; a new name is never one in use before the pass;
@@ -108,9 +108,9 @@ class CompactModel(ir.passes.InPlacePass):
     def _rename(model: ir.Model) -> bool:
         """Rule 4; one counter for the whole model, so names are unique across subgraphs too."""
         main = model.graph
-        kept = {*main.inputs, *main.outputs, *(v for v in main.initializers.values() if _is_codes(v))}
         values = [v for graph in model.graphs() for v in (*graph.inputs, *graph.initializers.values(),
                                                            *(out for node in graph for out in node.outputs))]
+        kept = {*main.inputs, *main.outputs, *(v for v in values if _is_codes(v))}
         taken = {v.name for v in values} | {v.name for v in kept}  # no new name may shadow an old one
         names = (name for name in _short_names() if name not in taken)
         modified = False

@@ -76,7 +76,7 @@ class FoldBiasAdd(ir.passes.InPlacePass):
                 node.replace_input_with(2, vectors[key])
                 out, name = add.outputs[0], add.outputs[0].name
                 out.name = None
-                source.name, source.shape = name, out.shape
+                source.name, source.type, source.shape = name, out.type, out.shape
                 ir.convenience.replace_all_uses_with(out, source, replace_graph_outputs=True)
                 graph.remove(add, safe=True)
                 break

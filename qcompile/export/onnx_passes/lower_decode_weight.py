@@ -103,8 +103,9 @@ class LowerDecodeWeight(ir.passes.InPlacePass):
     6. the codes record ``qcompile.bits`` (the true code width, e.g. 3 in a 4-bit container) in
        their tensor metadata, for size reports, and 1-bit codes also ``qcompile.elements`` (their
        dims count bytes; other codes' dims are the weight shape);
-    7. the int64 zero point and the float scale inputs are left unused (``RemoveUnusedNodesPass``
-       deletes them); codes read by several decode nodes are retyped once;
+    7. the int64 zero point and the float scale inputs, once nothing reads them, are deleted where
+       they are initializers (of any graph; ``RemoveUnusedNodesPass`` deletes unused Constant
+       nodes); codes read by several decode nodes are retyped once;
     8. the codes take their layer's name: the exporter's ``<layer>.packed_weight`` loses its
        suffix (14 bytes, twice, per layer) unless a value of the model already has that name.
     """
@@ -170,6 +171,10 @@ class LowerDecodeWeight(ir.passes.InPlacePass):
         out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(spec.shape)
         ir.convenience.replace_all_uses_with(node.outputs[0], out, replace_graph_outputs=True)
         graph.remove(node, safe=True)
+        for value in (zp_value, *rest):  # rule 7
+            owner = value.graph if value is not None else None
+            if owner is not None and value.is_initializer() and not value.uses() and not value.is_graph_input():
+                owner.initializers.pop(value.name)
 
     def _rename_codes(self, value: ir.Value) -> None:
         """Rule 8."""
