@@ -66,7 +66,8 @@ def size_report(onnx_path: str | Path) -> dict:
     {count, elements, stored_bytes}}, quantized_bound_bytes, other_bytes, bound_bytes, ratio}``.
 
     ``elements`` is the logical element count (for bit-packed 1-bit weights, the weights, not the
-    bytes); ``bits`` is the code width of a quantized weight, else None.
+    bytes: ``qcompile.elements`` where the last byte is padded, else 8 per byte); ``bits`` is the
+    code width of a quantized weight, else None.
     """
     path = Path(onnx_path)
     model = onnx.load(str(path), load_external_data=False)
@@ -75,9 +76,9 @@ def size_report(onnx_path: str | Path) -> dict:
     for t in _tensors(model):
         meta = {p.key: p.value for p in t.metadata_props}
         dims_elements = math.prod(t.dims)
-        elements = int(meta.get(ELEMENTS_KEY, dims_elements))
-        stored = _stored_bytes(t, dims_elements)
         bits = int(meta[BITS_KEY]) if BITS_KEY in meta else None
+        elements = int(meta.get(ELEMENTS_KEY, 8 * dims_elements if bits == 1 else dims_elements))
+        stored = _stored_bytes(t, dims_elements)
         dtype = TensorProto.DataType.Name(t.data_type)
         tensors.append({"name": t.name, "dtype": dtype, "elements": elements, "stored_bytes": stored, "bits": bits})
         row = by_dtype[dtype]

@@ -52,7 +52,8 @@ def _codes_tensor(name: str, packed: np.ndarray, spec: DecodeSpec) -> ir.TensorP
     k = container_bits(spec.bits)
     meta = {BITS_KEY: str(spec.bits)}
     if k == 1:
-        meta[ELEMENTS_KEY] = str(math.prod(spec.shape))
+        if packed.size * 8 != math.prod(spec.shape):
+            meta[ELEMENTS_KEY] = str(math.prod(spec.shape))
         return ir.Tensor(packed.reshape(-1, 1), name=name, metadata_props=meta)
     dtype = _CODE_TYPES[(k, spec.signed)]
     if dtype.bitwidth < 8:
@@ -101,8 +102,8 @@ class LowerDecodeWeight(ir.passes.InPlacePass):
     5. new tensors are initializers of the main graph (subgraphs see them by scoping), or Constant
        nodes when the decode sits in a model-local function (functions have no initializers);
     6. the codes record ``qcompile.bits`` (the true code width, e.g. 3 in a 4-bit container) in
-       their tensor metadata, for size reports, and 1-bit codes also ``qcompile.elements`` (their
-       dims count bytes; other codes' dims are the weight shape);
+       their tensor metadata, for size reports; 1-bit codes, whose dims count bytes, also record
+       ``qcompile.elements`` when their last byte holds padding bits (else there are 8 per byte);
     7. the int64 zero point and the float scale inputs, once nothing reads them, are deleted where
        they are initializers (of any graph; ``RemoveUnusedNodesPass`` deletes unused Constant
        nodes); codes read by several decode nodes are retyped once;
