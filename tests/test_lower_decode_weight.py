@@ -68,7 +68,8 @@ WEIGHTS = (W_THEN, W_ELSE, W_LOOP, W_FUNC)
 
 def _model() -> onnx.ModelProto:
     """``x`` picks an If branch (4-bit or 1-bit weight); a two-trip Loop decodes a 2-bit weight in its
-    body and sums it; a model-local function decodes a 3-bit weight from its own Constant nodes."""
+    body and sums it; a model-local function decodes a 3-bit weight from its own Constant nodes; the
+    main graph decodes the then-branch's codes a second time."""
     then_graph = helper.make_graph([W_THEN.node("w_then")], "then", [],
                                    [helper.make_tensor_value_info("w_then", TensorProto.FLOAT, [3, 4])])
     else_graph = helper.make_graph([W_ELSE.node("w_else")], "else", [],
@@ -91,6 +92,7 @@ def _model() -> onnx.ModelProto:
         helper.make_node("If", ["positive"], ["w_if"], then_branch=then_graph, else_branch=else_graph),
         helper.make_node("Loop", ["trips", "true", "acc0"], ["w_loop"], body=body),
         helper.make_node("Layer", [], ["w_func"], domain="test"),
+        W_THEN.node("w_main"),  # the then-branch's codes, decoded once more in the main graph
     ]
     inits = [*W_THEN.tensors(), *W_LOOP.tensors(),
              numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
@@ -99,7 +101,8 @@ def _model() -> onnx.ModelProto:
              numpy_helper.from_array(np.zeros((3, 5), np.float32), "acc0")]
     outputs = [helper.make_tensor_value_info("w_if", TensorProto.FLOAT, [3, 4]),
                helper.make_tensor_value_info("w_loop", TensorProto.FLOAT, [3, 5]),
-               helper.make_tensor_value_info("w_func", TensorProto.FLOAT, [2, 3, 3, 3])]
+               helper.make_tensor_value_info("w_func", TensorProto.FLOAT, [2, 3, 3, 3]),
+               helper.make_tensor_value_info("w_main", TensorProto.FLOAT, [3, 4])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], outputs, inits)
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("qcompile", 1), helper.make_opsetid("test", 1)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=10, functions=[function])
@@ -131,10 +134,11 @@ def test_decode_in_if_loop_and_function_is_lowered_exactly():
     assert not [n for n in _all_nodes(model) if n.op_type == "DecodeWeight"]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for x, branch in ((np.ones(2, np.float32), W_THEN), (-np.ones(2, np.float32), W_ELSE)):
-        w_if, w_loop, w_func = session.run(None, {"x": x})
+        w_if, w_loop, w_func, w_main = session.run(None, {"x": x})
         assert np.array_equal(w_if, branch.expected)  # the codes decode exactly, in either branch
         assert np.array_equal(w_loop, 2 * W_LOOP.expected)  # two trips through the Loop body
         assert np.array_equal(w_func, W_FUNC.expected)
+        assert np.array_equal(w_main, W_THEN.expected)  # codes read twice: retyped once, decoded twice
 
 
 def test_subgraph_codes_are_typed_and_counted(tmp_path):

@@ -116,7 +116,7 @@ class LowerDecodeWeight(ir.passes.InPlacePass):
         for function in list(model.functions.values()):
             sites += [(node, function) for node in ir.traversal.RecursiveGraphIterator(function)
                       if self._is_decode(node)]
-        self._model, self._functions, self._packed_bytes = model, {}, {}
+        self._model, self._functions, self._packed_bytes, self._decodes = model, {}, {}, {}
         self._names = {v.name for g in (*model.graphs(), *model.functions.values())
                        for v in (*g.inputs, *(o for n in g for o in n.outputs),
                                  *(g.initializers.values() if isinstance(g, ir.Graph) else ()))}
@@ -144,7 +144,8 @@ class LowerDecodeWeight(ir.passes.InPlacePass):
             self._rename_codes(packed_value)
             _set_constant(packed_value, _codes_tensor(packed_value.name, packed, spec))
         program = decode_program(spec)
-        graph, base = node.graph, packed_value.name
+        self._decodes[packed_value] = self._decodes.get(packed_value, 0) + 1
+        graph, base = node.graph, f"{packed_value.name}.{self._decodes[packed_value]}"
 
         def constant(array: np.ndarray, suffix: str) -> ir.Value:
             """Rule 5."""
