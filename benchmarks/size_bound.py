@@ -95,8 +95,38 @@ def resnet20_case(seed: int = 0):
     return model.eval(), splits
 
 
-def measure(model, splits, input_shape, tmp: Path, tag: str) -> tuple[list[dict], int]:
-    """Export every variant and the fp32 reference; rows and the fp32 file's bytes."""
+def fp16_probe(compiled, path: Path, images) -> dict:
+    """What storing the per-channel float tensors (scales, biases) in fp16 would save and cost: how many
+    values fp16 holds exactly, how many fall below its normal range, and how far ONNX Runtime's output
+    moves from PyTorch's when they are rounded to fp16 (a lossless fp16 store needs every value exact)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(path))
+    tensors = [t for t in model.graph.initializer
+               if t.data_type == TensorProto.FLOAT and 1 < int(np.prod(t.dims)) <= 1024]
+    values = np.concatenate([numpy_helper.to_array(t).ravel() for t in tensors])
+    rounded = values.astype(np.float16).astype(np.float32)
+    nonzero = values != 0
+    for t in tensors:
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16).astype(np.float32), t.name))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    with torch.no_grad():
+        expected = compiled.deployable().eval()(torch.from_numpy(images)).numpy()
+    return {"tensors": len(tensors), "values": int(values.size), "fp16_exact": int((rounded == values).sum()),
+            "below_fp16_normal": int((np.abs(values[nonzero]) < np.finfo(np.float16).tiny).sum()),
+            "max_relative_rounding": float((np.abs(rounded - values)[nonzero] / np.abs(values[nonzero])).max()),
+            "bytes_saved": 2 * int(values.size), "max_abs_output_change": float(np.abs(got - expected).max()),
+            "inputs": len(images)}
+
+
+def measure(model, splits, input_shape, tmp: Path, tag: str, probe: bool = False) -> tuple[list[dict], int]:
+    """Export every variant and the fp32 reference; rows and the fp32 file's bytes. ``probe`` adds
+    :func:`fp16_probe` to the W1, W4 and W4A8 rows."""
     import qcompile
     from qcompile.export.size import size_report
 
@@ -115,6 +145,8 @@ def measure(model, splits, input_shape, tmp: Path, tag: str) -> tuple[list[dict]
             "anatomy": parts, "goal": goal, "verdict": common.verdict(size["ratio"], goal),
             "ratio_without_metadata": (size["file_bytes"] - parts["metadata_props"]) / size["bound_bytes"],
         })
+        if probe and name in ("W1 (BWN)", "W4", "W4A8"):
+            rows[-1]["fp16_probe"] = fp16_probe(compiled, path, splits.normalize(splits.test.x[:128]))
         print(f"{tag} {name}: {size['file_bytes']} B, bound {size['bound_bytes']:.0f} B, ratio {size['ratio']:.3f}",
               file=sys.stderr)
     fp32_path = tmp / f"{tag}-fp32.onnx"
@@ -144,6 +176,16 @@ def render(record: dict) -> str:
             [[r["name"], *(r["anatomy"][p] for p in PARTS), f"{r['ratio_without_metadata']:.3f}"] for r in rows])
         out.append(f"**{case['label']}** ({case['weights']:,} weights, input {'×'.join(map(str, case['input_shape']))})"
                    f"\n\n{table}\n\nWhere the bytes go (serialized bytes per part of the ModelProto):\n\n{anatomy_table}")
+        probes = [(r["name"], r["fp16_probe"]) for r in rows if "fp16_probe" in r]
+        if probes:
+            out.append("Per-channel float tensors (scales, biases) stored as fp16 instead (not done; see the text):\n\n"
+                       + common.markdown_table(
+                           ["export", "tensors", "values", "exact in fp16", "below fp16 normal range",
+                            "max relative rounding", "payload bytes saved", f"max abs output change (ORT vs PyTorch, "
+                            f"{probes[0][1]['inputs']} inputs)"],
+                           [[name, p["tensors"], p["values"], p["fp16_exact"], p["below_fp16_normal"],
+                             f"{p['max_relative_rounding']:.1e}", p["bytes_saved"], f"{p['max_abs_output_change']:.1e}"]
+                            for name, p in probes]))
     return "\n\n".join(out)
 
 
@@ -153,7 +195,7 @@ def main() -> None:
     cases = []
     with tempfile.TemporaryDirectory(prefix="qcompile-size-") as tmp:
         model, splits = resnet20_case()
-        rows, fp32 = measure(model, splits, RESNET_SHAPE, Path(tmp), "resnet20")
+        rows, fp32 = measure(model, splits, RESNET_SHAPE, Path(tmp), "resnet20", probe=True)
         cases.append({"label": "CIFAR ResNet-20", "spec": "examples/resnet20.py:build",
                       "weights": common.weight_count(model), "input_shape": list(RESNET_SHAPE),
                       "float_model": "seeded random weights and BatchNorm statistics; calibration on random images",
