@@ -15,26 +15,13 @@ default C = 8 it has 19,464 Conv/Linear weights, small enough for one CPU core p
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from torch import nn
 
-
-class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.relu = nn.ReLU()
-        self.down = None
-        if stride != 1 or c_in != c_out:
-            self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.down is None else self.down(x)
-        return self.relu(out + shortcut)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from resnet20 import BasicBlock  # noqa: E402  (the CIFAR ResNet block, defined once in the examples)
 
 
 class SmallResNet(nn.Module):

@@ -48,8 +48,8 @@ def test_ort_matches_pytorch_eval(tmp_path, w_bits, a_bits, quantizer):
     for name, m in cm.graph_module.named_modules():
         if isinstance(m, QuantizedOp):
             codes = m.weight_quantizer.codes(m.weight.detach().cpu())
-            # codes keep their '<layer>.packed_weight' name through CompactModel; the rest is renamed
-            stored = [i for i in inits.values() if i.name == f"{name}.packed_weight" and i.data_type in
+            # codes bear their layer's name through CompactModel; the rest is renamed
+            stored = [i for i in inits.values() if i.name == name and i.data_type in
                       (onnx.TensorProto.INT4, onnx.TensorProto.UINT4, onnx.TensorProto.INT2, onnx.TensorProto.UINT2,
                        onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
             assert stored, f"no packed codes for {name}"

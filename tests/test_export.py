@@ -108,7 +108,7 @@ def test_stored_codes_are_exact_packed_and_typed(exported, name):
     inits = initializers(model)
     for layer, op in quantized_ops(gm).items():
         expected = op.weight_quantizer.codes(op.weight)
-        t = inits[f"{layer}.packed_weight"]
+        t = inits[layer]
         k, n = container_bits(expected.bits), op.weight.numel()
         assert t.data_type == CODE_TYPES[(k, expected.signed)]
         assert len(t.raw_data) == math.ceil(n * k / 8)
@@ -118,9 +118,9 @@ def test_stored_codes_are_exact_packed_and_typed(exported, name):
 def test_int4_and_one_bit_byte_sizes(exported):
     model = onnx.load(str(exported("sym-pc-a8")[2]))
     inits = initializers(model)
-    first = inits["0.packed_weight"]
+    first = inits["0"]
     assert first.data_type == TensorProto.INT4 and list(first.dims) == [8, 3, 3, 3] and len(first.raw_data) == 108
-    last = inits["11.packed_weight"]  # Linear 16 -> 10 at 1 bit: 160 weights -> 20 bytes
+    last = inits["11"]  # Linear 16 -> 10 at 1 bit: 160 weights -> 20 bytes
     assert last.data_type == TensorProto.UINT8 and len(last.raw_data) == 20
 
 
@@ -129,10 +129,13 @@ def test_graph_is_standard_and_holds_no_float_weights(exported, name):
     gm, _, path, report = exported(name)
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
-    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
-    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    functions = {(f.domain, f.name) for f in model.functions}  # shared decodes (1-bit unpack, offsets)
+    assert all(n.domain in ("", "ai.onnx") or (n.domain, n.op_type) in functions for n in model.graph.node)
+    assert all(n.domain in ("", "ai.onnx") for f in model.functions for n in f.node)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    assert set(opsets) <= {"", "qcompile"} and ("qcompile" in opsets) == bool(functions)
     two_bit = any(layer["weight_format"].endswith("int2") for layer in report.layers)
-    assert model.opset_import[0].version == (25 if two_bit else 21) == report.opset
+    assert opsets[""] == (25 if two_bit else 21) == report.opset
     assert model.ir_version >= (13 if two_bit else 10)
     weight_sizes = {op.weight.numel() for op in quantized_ops(gm).values()}
     tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.type == a.TENSOR]
@@ -184,10 +187,10 @@ def test_size_report(exported):
     report = size_report(path)
     assert report["file_bytes"] == os.path.getsize(path)
     rows = {r["name"]: r for r in report["tensors"]}
-    assert rows["0.packed_weight"] == {"name": "0.packed_weight", "dtype": "INT4", "elements": 216,
+    assert rows["0"] == {"name": "0", "dtype": "INT4", "elements": 216,
                                        "stored_bytes": 108, "bits": 4}
-    assert rows["6.packed_weight"]["bits"] == 3 and rows["6.packed_weight"]["dtype"] == "INT4"
-    assert rows["11.packed_weight"]["elements"] == 160 and rows["11.packed_weight"]["stored_bytes"] == 20
+    assert rows["6"]["bits"] == 3 and rows["6"]["dtype"] == "INT4"
+    assert rows["11"]["elements"] == 160 and rows["11"]["stored_bytes"] == 20
     bound = sum(BITS[name] * op.weight.numel() / 8 for name, op in quantized_ops(gm).items())
     assert report["quantized_bound_bytes"] == bound
     assert report["bound_bytes"] == bound + report["other_bytes"]

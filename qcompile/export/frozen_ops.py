@@ -11,8 +11,10 @@ A frozen op holds what inference needs and nothing a training step could change:
 
 ``forward`` is ``QuantizedOp.forward`` with the weight quantizer replaced by the decode, so eager
 outputs are bitwise equal to the unfrozen module. Under ``torch.onnx.export`` the decode becomes
-one opaque ``qcompile::DecodeWeight`` node: the exporter's constant folding cannot unpack it into
-a float weight, and an ONNX pass later lowers it to INT4/INT2/... initializers + DequantizeLinear.
+one opaque ``qcompile::DecodeWeight(packed, zero_point[, scale])`` node (the scale only in weight-only
+layers, whose decoded weight is ``ints · output_scale``): the exporter's constant folding cannot
+unpack it into a float weight, and an ONNX pass later lowers it to INT4/INT2/... initializers +
+DequantizeLinear.
 Activation quantization is emitted as plain Div → Round → Clip(qmin, qmax), never QuantizeLinear
 or fake_quantize (which would widen a 4-bit range to 8 bits).
 """
@@ -29,6 +31,7 @@ from qcompile.quantizers.codes import QuantCodes
 
 DECODE_OP = "qcompile::DecodeWeight"
 DECODE_OPSET_VERSION = 1
+PACKED_WEIGHT = "packed_weight"  # the codes buffer: the exporter names its initializer '<layer>.packed_weight'
 
 
 class FrozenQuantizedOp(nn.Module):
@@ -50,7 +53,7 @@ class FrozenQuantizedOp(nn.Module):
         self.multiplier, self.offset = codes.multiplier, codes.offset
         self.weight_shape = tuple(codes.codes.shape)
         self.weight_scale = codes.scale.detach().clone()  # plain attribute: not used by forward, not exported
-        self.register_buffer("packed_weight", pack_codes(codes.codes, codes.bits))
+        self.register_buffer(PACKED_WEIGHT, pack_codes(codes.codes, codes.bits))
         self.register_buffer("zero_point", codes.zero_point.detach().to(torch.int64).clone())
         self.register_buffer("output_scale", output_scale.detach().to(torch.float32).clone())
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.float32).clone())
@@ -78,12 +81,14 @@ class FrozenQuantizedOp(nn.Module):
             axis=0 if self.zero_point.dim() else None,
         )
 
-    def decode_weight(self) -> torch.Tensor:
-        """Integer-valued float32 weights; an opaque ONNX node while exporting."""
+    def decode_weight(self, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Integer-valued float32 weights, times ``scale`` along axis 0 when given; an opaque ONNX node
+        while exporting. A weight-only layer passes its output scale, so the exported decode knows the
+        scale and the ONNX lowering can fold it into ``DequantizeLinear`` where that is exact."""
         if torch.onnx.is_in_onnx_export():
             return torch.onnx.ops.symbolic(
                 DECODE_OP,
-                [self.packed_weight, self.zero_point],
+                [self.packed_weight, self.zero_point] + ([] if scale is None else [scale]),
                 attrs={
                     "bits": self.bits,
                     "signed": int(self.signed),
@@ -96,15 +101,15 @@ class FrozenQuantizedOp(nn.Module):
                 shape=self.weight_shape,
                 version=DECODE_OPSET_VERSION,
             )
-        return self.codes().integers()
+        w_ints = self.codes().integers()
+        return w_ints if scale is None else w_ints * along_axis(scale, w_ints, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w_ints = self.decode_weight()
         if self.input_scale is None:
-            y = self._op(x, w_ints * along_axis(self.output_scale, w_ints, 0))
+            y = self._op(x, self.decode_weight(self.output_scale))
         else:
             x_ints = torch.clamp(torch.round(x / self.input_scale), self.qmin, self.qmax)
-            acc = self._op(x_ints, w_ints)
+            acc = self._op(x_ints, self.decode_weight())
             y = acc * self._out_view(self.output_scale, acc)
         if self.bias is not None:
             y = y + self._out_view(self.bias, y)

@@ -2,14 +2,16 @@
 
 The bound counts each quantized weight at its true code width (``bits·n/8``: a 3-bit layer at 3
 bits although ONNX stores it in a 4-bit container) plus the stored bytes of every other tensor
-(scales, zero points, biases, float layers, shape constants). ``file_bytes / bound`` near 1 means
-packing wastes nothing beyond containers and protobuf framing. Needs only ``onnx`` (no torch).
+(scales, zero points, biases, float layers, shape constants), wherever it is stored: the main
+graph, subgraphs (If/Loop/Scan bodies) or model-local functions. ``file_bytes / bound`` near 1
+means packing wastes nothing beyond containers and protobuf framing. Needs only ``onnx`` (no torch).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +36,29 @@ def _stored_bytes(t: TensorProto, elements: int) -> int:
     return elements * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
 
 
-def _tensors(model: onnx.ModelProto):
-    """Initializers and Constant-node tensors of the main graph."""
-    yield from model.graph.initializer
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
+def _node_tensors(nodes) -> Iterator[TensorProto]:
+    """Constant-node tensors among ``nodes``, and every tensor of their subgraphs (If/Loop/Scan bodies)."""
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graph_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for graph in attr.graphs:
+                    yield from _graph_tensors(graph)
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+    yield from graph.initializer
+    yield from _node_tensors(graph.node)
+
+
+def _tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
+    """Initializers and Constant tensors of the main graph, its subgraphs and model-local functions."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
 
 
 def size_report(onnx_path: str | Path) -> dict:
@@ -49,7 +66,8 @@ def size_report(onnx_path: str | Path) -> dict:
     {count, elements, stored_bytes}}, quantized_bound_bytes, other_bytes, bound_bytes, ratio}``.
 
     ``elements`` is the logical element count (for bit-packed 1-bit weights, the weights, not the
-    bytes); ``bits`` is the code width of a quantized weight, else None.
+    bytes: ``qcompile.elements`` where the last byte is padded, else 8 per byte); ``bits`` is the
+    code width of a quantized weight, else None.
     """
     path = Path(onnx_path)
     model = onnx.load(str(path), load_external_data=False)
@@ -58,9 +76,9 @@ def size_report(onnx_path: str | Path) -> dict:
     for t in _tensors(model):
         meta = {p.key: p.value for p in t.metadata_props}
         dims_elements = math.prod(t.dims)
-        elements = int(meta.get(ELEMENTS_KEY, dims_elements))
-        stored = _stored_bytes(t, dims_elements)
         bits = int(meta[BITS_KEY]) if BITS_KEY in meta else None
+        elements = int(meta.get(ELEMENTS_KEY, 8 * dims_elements if bits == 1 else dims_elements))
+        stored = _stored_bytes(t, dims_elements)
         dtype = TensorProto.DataType.Name(t.data_type)
         tensors.append({"name": t.name, "dtype": dtype, "elements": elements, "stored_bytes": stored, "bits": bits})
         row = by_dtype[dtype]

@@ -1,7 +1,7 @@
 """ONNX-side passes of the export, on ``onnx_ir`` (one in-place pass per module).
 
-    ClearMetadataAndDocStringPass → LowerDecodeWeight → (the method's ONNX passes) → RemoveUnusedNodesPass
-      → DropUnusedOpsetImports → SetIRVersion → AttachMetadata
+    ClearMetadataAndDocStringPass → LowerDecodeWeight → (the method's ONNX passes) → FoldBiasAdd
+      → RemoveUnusedNodesPass → DropUnusedOpsetImports → SetIRVersion → AttachMetadata
       → DropDefaultAttributes → CompactModel
 
 The first and ``RemoveUnusedNodesPass`` are onnx_ir's own. Clearing node metadata drops the
@@ -25,14 +25,15 @@ from qcompile.export.onnx_passes.attach_metadata import AttachMetadata
 from qcompile.export.onnx_passes.compact import CompactModel
 from qcompile.export.onnx_passes.drop_default_attributes import DropDefaultAttributes
 from qcompile.export.onnx_passes.drop_unused_opsets import DropUnusedOpsetImports
+from qcompile.export.onnx_passes.fold_bias_add import FoldBiasAdd
 from qcompile.export.onnx_passes.lower_decode_weight import LowerDecodeWeight
 from qcompile.export.onnx_passes.set_ir_version import SetIRVersion
 
 
 def export_pipeline(metadata: Mapping[str, str], extra: Sequence[ir.passes.PassBase] = ()) -> list[ir.passes.PassBase]:
-    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), *extra, RemoveUnusedNodesPass(),
+    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), *extra, FoldBiasAdd(), RemoveUnusedNodesPass(),
             DropUnusedOpsetImports(), SetIRVersion(), AttachMetadata(metadata), DropDefaultAttributes(), CompactModel()]
 
 
-__all__ = ["AttachMetadata", "CompactModel", "DropDefaultAttributes", "DropUnusedOpsetImports", "LowerDecodeWeight",
-           "SetIRVersion", "export_pipeline"]
+__all__ = ["AttachMetadata", "CompactModel", "DropDefaultAttributes", "DropUnusedOpsetImports", "FoldBiasAdd",
+           "LowerDecodeWeight", "SetIRVersion", "export_pipeline"]

@@ -41,14 +41,16 @@ class CompactModel(ir.passes.InPlacePass):
        initializers are never merged, even with equal codes of another layer;
     2. every value but a graph's inputs and outputs loses its type, shape, metadata and doc string,
        so no ``value_info`` is written; graph inputs and outputs keep their types and shapes (the
-       dynamic batch dimension included) and lose only metadata and doc strings;
-    3. nodes lose their names, metadata and doc strings;
+       dynamic batch dimension included) and lose only metadata and doc strings; values of
+       model-local functions too;
+    3. nodes lose their names, metadata and doc strings, in model-local functions too;
     4. every named value is renamed to the next short C identifier (``a``…``Z``, ``a0``…), in graph
-       order, except the main graph's inputs and outputs and the codes initializers:
-       ``<layer>.packed_weight`` is how readers find a layer's codes, and codes carry their
-       ``qcompile.bits`` / ``qcompile.elements`` tensor metadata unchanged; unnamed (omitted
+       order, except the main graph's inputs and outputs and the codes (in any graph): they bear
+       their layer's name (given by ``LowerDecodeWeight``), which is how readers find a layer's
+       codes, and carry their ``qcompile.bits`` / ``qcompile.elements`` tensor metadata unchanged; unnamed (omitted
        optional) values stay unnamed; a new name is never one in use before the pass;
-    5. model-local functions and model-level ``metadata_props`` are left as they are.
+    5. model-local functions keep their names and their values' names; model-level
+       ``metadata_props`` are left as they are.
     """
 
     def __init__(self, size_limit: int = 1024):
@@ -83,9 +85,9 @@ class CompactModel(ir.passes.InPlacePass):
     def _strip(model: ir.Model) -> bool:
         """Rules 2 and 3."""
         modified = False
-        for graph in model.graphs():
+        for graph in (*model.graphs(), *model.functions.values()):
             boundary = {*graph.inputs, *graph.outputs}
-            values = [*graph.inputs, *graph.initializers.values()]
+            values = [*graph.inputs, *(graph.initializers.values() if isinstance(graph, ir.Graph) else ())]
             for node in graph:
                 values.extend(node.outputs)
                 if node.name or node.doc_string or node.metadata_props:
@@ -106,9 +108,9 @@ class CompactModel(ir.passes.InPlacePass):
     def _rename(model: ir.Model) -> bool:
         """Rule 4; one counter for the whole model, so names are unique across subgraphs too."""
         main = model.graph
-        kept = {*main.inputs, *main.outputs, *(v for v in main.initializers.values() if _is_codes(v))}
         values = [v for graph in model.graphs() for v in (*graph.inputs, *graph.initializers.values(),
                                                            *(out for node in graph for out in node.outputs))]
+        kept = {*main.inputs, *main.outputs, *(v for v in values if _is_codes(v))}
         taken = {v.name for v in values} | {v.name for v in kept}  # no new name may shadow an old one
         names = (name for name in _short_names() if name not in taken)
         modified = False

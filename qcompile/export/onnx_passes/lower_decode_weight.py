@@ -1,40 +1,33 @@
 """Pass: lower ``qcompile::DecodeWeight`` to standard ONNX on top of packed low-bit initializers.
 
-The frozen ops export each quantized weight as ``DecodeWeight(packed uint8, zero_point int64)``
-(an opaque node, so torch.onnx's constant folding cannot unpack the codes). Here it becomes
-
-    codes (INT2/UINT2/INT4/UINT4/INT8/UINT8 initializer, the packed bytes unchanged)
-      → DequantizeLinear(scale = multiplier, zero_point) → [Add(offset)]
-
-which yields the same integer-valued float32 weights as ``QuantCodes.integers()``. 1-bit codes
-have no ONNX type: their bytes stay uint8 (8 weights per byte, LSB first), stored as a column,
-and a three-node unpack (BitShift is unsigned-only, so it runs on uint8) feeds the same
-DequantizeLinear. Its constants are the same in every layer but the target shape, so
-``CompactModel`` later keeps one copy of each.
+The frozen ops export each quantized weight as ``DecodeWeight(packed uint8, zero_point int64[,
+scale])`` (an opaque node, so torch.onnx's constant folding cannot unpack the codes). Here the packed
+bytes become the codes initializer (INT2/UINT2/INT4/UINT4/INT8/UINT8, bytes unchanged; 1-bit codes
+stay uint8, 8 per byte) and the node becomes the decode program of :mod:`.decode_program`: one
+``DequantizeLinear`` where that is exact, else a call to a model-local function that every layer
+with the same decode shares. Either yields, bit for bit, the weight ``FrozenQuantizedOp`` computes.
 """
 
 from __future__ import annotations
 
 import math
 
-import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
-from qcompile.export.frozen_ops import DECODE_OP
+from qcompile.export.frozen_ops import DECODE_OP, PACKED_WEIGHT
+from qcompile.export.onnx_passes.decode_program import DecodeProgram, DecodeSpec, decode_program
 from qcompile.export.packing import container_bits
 from qcompile.export.size import BITS_KEY, ELEMENTS_KEY
 
 DOMAIN, OP_TYPE = DECODE_OP.split("::")
+FUNCTION_PREFIX = "Decode"  # shared decode functions: qcompile::Decode1, Decode2, ...
 
-# (container bits, signed) → ONNX element type of the codes, and the numpy dtype of its zero point
+# (container bits, signed) → ONNX element type of the codes
 _CODE_TYPES = {
-    (2, True): (ir.DataType.INT2, ml_dtypes.int2),
-    (2, False): (ir.DataType.UINT2, ml_dtypes.uint2),
-    (4, True): (ir.DataType.INT4, ml_dtypes.int4),
-    (4, False): (ir.DataType.UINT4, ml_dtypes.uint4),
-    (8, True): (ir.DataType.INT8, np.int8),
-    (8, False): (ir.DataType.UINT8, np.uint8),
+    (2, True): ir.DataType.INT2, (2, False): ir.DataType.UINT2,
+    (4, True): ir.DataType.INT4, (4, False): ir.DataType.UINT4,
+    (8, True): ir.DataType.INT8, (8, False): ir.DataType.UINT8,
 }
 
 
@@ -45,107 +38,170 @@ def _const(value: ir.Value, what: str) -> np.ndarray:
     return tensor.numpy()
 
 
-class _Builder:
-    """Collects new nodes and initializers for one lowering, named after the weight."""
+def _set_constant(value: ir.Value, tensor: ir.TensorProtocol) -> None:
+    """Replace the tensor behind an initializer or a Constant node's output."""
+    if value.const_value is None:
+        value.producer().attributes["value"] = ir.AttrTensor("value", tensor)
+    else:
+        value.const_value = tensor
+    value.type, value.shape = ir.TensorType(tensor.dtype), ir.Shape(tensor.shape)
 
-    def __init__(self, graph: ir.Graph, base: str):
-        self.graph, self.base, self.nodes = graph, base, []
 
-    def const(self, suffix: str, array: np.ndarray) -> ir.Value:
-        name = f"{self.base}.{suffix}"
-        tensor = ir.Tensor(array, name=name)
-        value = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor)
-        self.graph.register_initializer(value)
-        return value
+def _codes_tensor(name: str, packed: np.ndarray, spec: DecodeSpec) -> ir.TensorProtocol:
+    """Rules 1 and 2: the same bytes as the codes' initializer, typed, with rule 6's metadata."""
+    k = container_bits(spec.bits)
+    meta = {BITS_KEY: str(spec.bits)}
+    if k == 1:
+        if packed.size * 8 != math.prod(spec.shape):
+            meta[ELEMENTS_KEY] = str(math.prod(spec.shape))
+        return ir.Tensor(packed.reshape(-1, 1), name=name, metadata_props=meta)
+    dtype = _CODE_TYPES[(k, spec.signed)]
+    if dtype.bitwidth < 8:
+        return ir.PackedTensor(packed, dtype, shape=spec.shape, name=name, metadata_props=meta)
+    return ir.Tensor(packed.view(dtype.numpy()).reshape(spec.shape), name=name, metadata_props=meta)
 
-    def op(self, op_type: str, inputs: list[ir.Value], suffix: str, **attributes) -> ir.Value:
-        node = ir.Node("", op_type, inputs, attributes=ir.convenience.convert_attributes(attributes),
-                       name=f"{self.base}.{suffix}")
-        node.outputs[0].name = f"{self.base}.{suffix}"
-        self.nodes.append(node)
-        return node.outputs[0]
+
+def _emit(program: DecodeProgram, codes: ir.Value, params: list[ir.Value], consts: list[ir.Value],
+          insert, prefix: str) -> ir.Value:
+    """Create the program's nodes, outputs named ``<prefix><step>``, handing each to ``insert`` in
+    order; returns the weight."""
+    outputs: list[ir.Value] = []
+    sources = {"codes": lambda i: codes, "param": params.__getitem__, "const": consts.__getitem__,
+               "step": outputs.__getitem__}
+    for op_type, inputs, attributes in program.steps:
+        node = ir.Node("", op_type, [sources[kind](i) for kind, i in inputs],
+                       attributes=ir.convenience.convert_attributes(attributes))
+        node.outputs[0].name = f"{prefix}{len(outputs)}"
+        insert(node)
+        outputs.append(node.outputs[0])
+    return outputs[-1]
+
+
+def _constant_node(array: np.ndarray, name: str) -> ir.Node:
+    node = ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.Tensor(array, name=name))])
+    node.outputs[0].name = name
+    return node
 
 
 class LowerDecodeWeight(ir.passes.InPlacePass):
-    """Replace every ``qcompile::DecodeWeight`` node of the main graph by standard ops.
+    """Replace every ``qcompile::DecodeWeight`` node — of the main graph, of its subgraphs (If, Loop
+    and Scan bodies) and of model-local functions — by standard ops.
 
     Rules:
-    1. 2-, 4- and 8-bit containers (codes of 2, 3–4 and 5–8 bits): the packed uint8 initializer is
+    1. 2-, 4- and 8-bit containers (codes of 2, 3–4 and 5–8 bits): the packed uint8 constant is
        retyped in place to (U)INT2/(U)INT4/(U)INT8 with the logical weight shape; its bytes are not
        rewritten (they were packed LSB-first, ONNX's order);
-    2. 1-bit codes: the uint8 bytes stay, reshaped to a ``[bytes, 1]`` column so that
-       BitShift(RIGHT, 0..7) broadcasts to ``[bytes, 8]`` without an Unsqueeze; BitwiseAnd(1) →
-       Reshape(shape) unpacks them to uint8 codes, with Reshape(−1) → Slice(0, N) before the last
-       Reshape only when N is not a multiple of 8 (padding bits in the last byte);
-    3. codes are decoded by ``DequantizeLinear(codes, multiplier, zero_point)``, per-axis along
-       axis 0 when the zero points differ between channels, else per-tensor; ``Add(offset)``
-       follows when the offset is non-zero. The result replaces the node's output;
-    4. the codes initializer records ``qcompile.bits`` (the true code width, e.g. 3 in a 4-bit
-       container) in its tensor metadata, for size reports, and 1-bit codes also
-       ``qcompile.elements`` (their dims count bytes; other codes' dims are the weight shape);
-    5. the int64 zero-point input is left unused (``RemoveUnusedNodesPass`` deletes it).
+    2. 1-bit codes: the uint8 bytes stay, as a ``[bytes, 1]`` column that BitShift(RIGHT, 0..7)
+       broadcasts to ``[bytes, 8]``;
+    3. the weight is :func:`~.decode_program.decode_program`'s: ``DequantizeLinear`` (scale and
+       per-channel zero points along axis 0, an all-zero zero point omitted), with the weight-only
+       scale folded in when that is exact, else followed by ``Add(offset)`` and ``Mul(scale)``;
+    4. a one-node decode is inlined; a longer one (1-bit unpack, an offset) becomes a call to a
+       model-local function ``qcompile::Decode<n>`` taking the codes and the layer's own tensors
+       (shape, scale, zero points); layers whose decode has the same steps and constants share one;
+    5. new tensors are initializers of the main graph (subgraphs see them by scoping), or Constant
+       nodes when the decode sits in a model-local function (functions have no initializers);
+    6. the codes record ``qcompile.bits`` (the true code width, e.g. 3 in a 4-bit container) in
+       their tensor metadata, for size reports; 1-bit codes, whose dims count bytes, also record
+       ``qcompile.elements`` when their last byte holds padding bits (else there are 8 per byte);
+    7. the int64 zero point and the float scale inputs, once nothing reads them, are deleted where
+       they are initializers (of any graph; ``RemoveUnusedNodesPass`` deletes unused Constant
+       nodes); codes read by several decode nodes are retyped once;
+    8. the codes take their layer's name: the exporter's ``<layer>.packed_weight`` loses its
+       suffix (14 bytes, twice, per layer) unless a value of the model already has that name.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph = model.graph
-        nodes = [n for n in graph if n.domain == DOMAIN and n.op_type == OP_TYPE]
-        for node in nodes:
-            self._lower(graph, node)
-        return ir.passes.PassResult(model, modified=bool(nodes))
+        sites = [(node, None) for node in ir.traversal.RecursiveGraphIterator(model.graph) if self._is_decode(node)]
+        for function in list(model.functions.values()):
+            sites += [(node, function) for node in ir.traversal.RecursiveGraphIterator(function)
+                      if self._is_decode(node)]
+        self._model, self._functions, self._packed_bytes, self._decodes = model, {}, {}, {}
+        self._names = {v.name for g in (*model.graphs(), *model.functions.values())
+                       for v in (*g.inputs, *(o for n in g for o in n.outputs),
+                                 *(g.initializers.values() if isinstance(g, ir.Graph) else ()))}
+        for node, function in sites:
+            self._lower(node, in_function=function is not None)
+        return ir.passes.PassResult(model, modified=bool(sites))
 
-    def _lower(self, graph: ir.Graph, node: ir.Node) -> None:
-        bits = node.attributes["bits"].as_int()
-        signed = bool(node.attributes["signed"].as_int())
-        shape = tuple(node.attributes["shape"].as_ints())
-        multiplier = node.attributes["multiplier"].as_int()
-        offset = node.attributes["offset"].as_int()
-        packed_value, zp_value = node.inputs
-        packed, zero_point = _const(packed_value, "packed weight"), _const(zp_value, "zero point")
-        k = container_bits(bits)
-        build = _Builder(graph, packed_value.name)
-        meta = {BITS_KEY: str(bits)}
-        if k == 1:
-            meta[ELEMENTS_KEY] = str(math.prod(shape))
-            column = ir.Tensor(packed.reshape(-1, 1), name=packed_value.name, metadata_props=meta)
-            packed_value.const_value, packed_value.shape = column, ir.Shape(column.shape)
-            codes, zp_dtype = self._unpack_bits(build, packed_value, shape), np.uint8
+    @staticmethod
+    def _is_decode(node: ir.Node) -> bool:
+        return node.domain == DOMAIN and node.op_type == OP_TYPE
+
+    def _lower(self, node: ir.Node, in_function: bool) -> None:
+        packed_value, zp_value, *rest = node.inputs
+        scale = _const(rest[0], "scale").astype(np.float32) if rest and rest[0] is not None else None
+        first = packed_value not in self._packed_bytes  # rule 7: codes read twice are retyped once
+        if first:
+            self._packed_bytes[packed_value] = _const(packed_value, "packed weight").reshape(-1)
+        packed = self._packed_bytes[packed_value]
+        attr = node.attributes
+        spec = DecodeSpec(bits=attr["bits"].as_int(), signed=bool(attr["signed"].as_int()),
+                          shape=tuple(attr["shape"].as_ints()), multiplier=attr["multiplier"].as_int(),
+                          offset=attr["offset"].as_int(), packed_bytes=packed.size,
+                          zero_point=_const(zp_value, "zero point"), scale=scale)
+        if first:
+            self._rename_codes(packed_value)
+            _set_constant(packed_value, _codes_tensor(packed_value.name, packed, spec))
+        program = decode_program(spec)
+        self._decodes[packed_value] = self._decodes.get(packed_value, 0) + 1
+        graph, base = node.graph, f"{packed_value.name}.{self._decodes[packed_value]}"
+
+        def constant(array: np.ndarray, suffix: str) -> ir.Value:
+            """Rule 5."""
+            name = f"{base}.{suffix}"
+            if in_function:
+                const = _constant_node(array, name)
+                graph.insert_before(node, const)
+                return const.outputs[0]
+            tensor = ir.Tensor(array, name=name)
+            value = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor)
+            self._model.graph.register_initializer(value)
+            return value
+
+        params = [constant(a, f"p{i}") for i, a in enumerate(program.params)]
+        insert = lambda new: graph.insert_before(node, new)  # noqa: E731
+        if len(program.steps) == 1:
+            consts = [constant(a, f"c{i}") for i, a in enumerate(program.consts)]
+            out = _emit(program, packed_value, params, consts, insert, f"{base}.d")
         else:
-            dtype, zp_dtype = _CODE_TYPES[(k, signed)]
-            self._retype(packed_value, packed, dtype, shape, meta)
-            codes = packed_value
-        per_axis = zero_point.ndim == 1 and np.unique(zero_point).size > 1
-        zp = zero_point if per_axis else zero_point.reshape(-1)[:1].reshape(())
-        scale = np.full(zp.shape, multiplier, dtype=np.float32)
-        attrs = {"axis": 0} if per_axis else {}
-        out = build.op("DequantizeLinear", [codes, build.const("multiplier", scale),
-                                            build.const("zero_point", zp.astype(zp_dtype))], "dequantized", **attrs)
-        if offset:
-            out = build.op("Add", [out, build.const("offset", np.array(offset, dtype=np.float32))], "decoded")
-        old = node.outputs[0]
-        out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(shape)
-        graph.insert_before(node, build.nodes)
-        ir.convenience.replace_all_uses_with(old, out, replace_graph_outputs=True)
+            function = self._shared_function(program)
+            call = ir.Node(DOMAIN, function.name, [packed_value, *params], num_outputs=1)
+            call.outputs[0].name = f"{base}.decoded"
+            insert(call)
+            out = call.outputs[0]
+        out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(spec.shape)
+        ir.convenience.replace_all_uses_with(node.outputs[0], out, replace_graph_outputs=True)
         graph.remove(node, safe=True)
+        for value in (zp_value, *rest):  # rule 7
+            owner = value.graph if value is not None else None
+            if owner is not None and value.is_initializer() and not value.uses() and not value.is_graph_input():
+                owner.initializers.pop(value.name)
 
-    @staticmethod
-    def _retype(value: ir.Value, packed: np.ndarray, dtype: ir.DataType, shape: tuple[int, ...],
-                meta: dict[str, str]) -> None:
-        """Rule 1: same bytes, new element type and logical shape."""
-        if dtype.bitwidth < 8:
-            tensor = ir.PackedTensor(packed, dtype, shape=shape, name=value.name, metadata_props=meta)
-        else:
-            tensor = ir.Tensor(packed.view(dtype.numpy()).reshape(shape), name=value.name, metadata_props=meta)
-        value.const_value, value.type, value.shape = tensor, ir.TensorType(dtype), ir.Shape(shape)
+    def _rename_codes(self, value: ir.Value) -> None:
+        """Rule 8."""
+        suffix = f".{PACKED_WEIGHT}"
+        layer = value.name[: -len(suffix)] if value.name and value.name.endswith(suffix) else None
+        if layer and layer not in self._names:
+            self._names.add(layer)
+            value.name = layer
 
-    @staticmethod
-    def _unpack_bits(build: _Builder, packed: ir.Value, shape: tuple[int, ...]) -> ir.Value:
-        """Rule 2: a uint8 ``[bytes, 1]`` column → uint8 codes of ``shape``; bit i of byte b is element 8·b + i."""
-        n = math.prod(shape)
-        shifted = build.op("BitShift", [packed, build.const("unpack_shifts", np.arange(8, dtype=np.uint8))],
-                           "shifted", direction="RIGHT")
-        bits = build.op("BitwiseAnd", [shifted, build.const("unpack_mask", np.array(1, np.uint8))], "bits")
-        if packed.shape[0] * 8 != n:
-            flat = build.op("Reshape", [bits, build.const("unpack_flat", np.array([-1], np.int64))], "flat")
-            bits = build.op("Slice", [flat, build.const("unpack_start", np.array([0], np.int64)),
-                                         build.const("unpack_end", np.array([n], np.int64))], "sliced")
-        return build.op("Reshape", [bits, build.const("unpack_shape", np.array(shape, np.int64))], "codes")
+    def _shared_function(self, program: DecodeProgram) -> ir.Function:
+        """Rule 4: one function per distinct program; its constants are Constant nodes of its body."""
+        key = program.key()
+        if key in self._functions:
+            return self._functions[key]
+        model = self._model
+        nodes = [_constant_node(a, f"c{i}") for i, a in enumerate(program.consts)]
+        codes = ir.Value(name="codes")
+        params = [ir.Value(name=f"p{i}") for i in range(len(program.params))]
+        weight = _emit(program, codes, params, [n.outputs[0] for n in nodes], nodes.append, "t")
+        taken = {f.name for f in model.functions.values() if f.domain == DOMAIN}
+        name = next(f"{FUNCTION_PREFIX}{i}" for i in range(1, len(taken) + 2) if f"{FUNCTION_PREFIX}{i}" not in taken)
+        body = ir.Graph([codes, *params], [weight], nodes=nodes,
+                        opset_imports={"": model.opset_imports.get("", model.opset_imports.get("ai.onnx"))})
+        function = ir.Function(DOMAIN, name, graph=body, attributes=[])
+        model.functions[function.identifier()] = function
+        model.opset_imports.setdefault(DOMAIN, 1)
+        self._functions[key] = function
+        return function
