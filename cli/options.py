@@ -163,6 +163,21 @@ quant_options = option_group("quant", lambda: [
 
 
 
+def normalization_options(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--norm NAME`` or ``--mean/--std`` as the ``norm`` dict (``norm``, ``mean``, ``std``; None = not given),
+    the keyword arguments of :func:`qcompile.runtime.normalisation.choose`, which validates them."""
+    from qcompile.runtime.normalisation import CHOICES
+
+    return option_group("norm", lambda: [
+        click.Option(["--norm"], type=click.Choice(CHOICES, case_sensitive=False), default=None,
+                     help=f"{help} A preset (imagenet, cifar10, mnist; none = images in [0, 1] as they are) or "
+                          "'data': the training split's per-channel statistics (compile's default)."),
+        click.Option(["--mean"], metavar="M[,M...]", default=None,
+                     help="Per-channel input mean (one value, or one per channel), with --std; instead of --norm."),
+        click.Option(["--std"], metavar="S[,S...]", default=None, help="Per-channel input std, with --mean."),
+    ])
+
+
 def data_option(required: bool, help: str, default: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option("--data", "-d", required=required, metavar="SPEC", default=default, show_default=default is not None,
                         help=f"{help} One of: digits | mnist:DIR | folder:DIR[?size=N] | npz:FILE.")
@@ -172,8 +187,8 @@ def train_options(min_epochs: int) -> Callable[[Callable[..., Any]], Callable[..
     """Finetuning flags (``TrainConfig`` fields); ``--epochs 0`` is allowed where calibration alone makes sense."""
     zero = " 0 = calibrate only (post-training quantization)." if min_epochs == 0 else ""
     return option_group("train", lambda: [
-        click.Option(["--epochs", "-e"], type=click.IntRange(min=min_epochs), default=1, show_default=True,
-                     help=f"Finetuning epochs.{zero}"),
+        click.Option(["--epochs", "-e"], type=click.IntRange(min=min_epochs), default=None,
+                     help=f"Finetuning epochs [default: 1; with --resume: those of the call it finishes].{zero}"),
         click.Option(["--lr"], type=FiniteFloat(min=0, min_open=True), default=None, help="Learning rate [default: 0.01]."),
         click.Option(["--optimizer"], type=click.Choice(["sgd", "adam"]), default=None, help="[default: sgd]"),
         click.Option(["--momentum"], type=FiniteFloat(0, 1, max_open=True), default=None, help="SGD momentum [default: 0]."),
@@ -195,7 +210,9 @@ def train_options(min_epochs: int) -> Callable[[Callable[..., Any]], Callable[..
                      "the quantized weights on this many training batches; 0 = off [default: 64]."),
         click.Option(["--max-steps"], type=click.IntRange(min=1), default=None,
                      help="Stop after N optimizer steps in total (quick runs)."),
-        click.Option(["--resume"], is_flag=True, help="Continue from the checkpoint in RUN_DIR/checkpoints."),
+        click.Option(["--resume"], is_flag=True,
+                     help="Finish an interrupted or stopped training call from RUN_DIR/checkpoints, to the epochs and "
+                          "with the options it was given."),
     ])
 
 

@@ -150,6 +150,8 @@ def render_error(exc: BaseException, *, expected: bool, debug: bool, as_json: bo
     console = stderr_console()
     if debug:
         console.print(Text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), style="dim"))
+        if getattr(exc, "detail", None):  # e.g. the ONNX exporter's full log, kept out of the message
+            console.print(Text(exc.detail, style="dim"))
     # soft_wrap: never break a path or a suggested command in the middle; the terminal wraps it
     console.print(Text("Error: ", style="bold red") + Text(message), soft_wrap=True)
     if hint:

@@ -45,8 +45,8 @@ class _LeafAwareTracer(fx.Tracer):
             self.stack.pop()
 
 
-def _user_frame(tb) -> traceback.FrameSummary | None:
-    """The deepest frame outside torch and qcompile: the user's line that broke tracing."""
+def user_frame(tb) -> traceback.FrameSummary | None:
+    """The deepest frame outside torch and qcompile: the user's line that broke tracing (or export)."""
     frames = [f for f in traceback.extract_tb(tb) if "/torch/" not in f.filename and "/qcompile/" not in f.filename and "/passes/" not in f.filename]
     return frames[-1] if frames else None
 
@@ -66,12 +66,13 @@ def trace(model: nn.Module, leaf_modules: Iterable[str] = ()) -> fx.GraphModule:
         graph = tracer.trace(model)
     except Exception as exc:  # tracing raises many exception types; all mean "not traceable"
         stack = tracer.failed_in or []
-        frame = _user_frame(exc.__traceback__)
+        frame = user_frame(exc.__traceback__)
         where = f"{frame.filename}:{frame.lineno}" if frame else "unknown location"
         code = (linecache.getline(frame.filename, frame.lineno).strip() if frame else "") or "?"
         name, cls = stack[-1] if stack else ("<root>", type(model).__name__)
         leaf_hint = (
-            f"mark it as a leaf module: --leaf {name} (API: leaf_modules=['{name}']); its weights then stay in float"
+            f"mark it as a leaf module: --leaf {name} (API: leaf_modules=['{name}']); its weights then stay in float, "
+            "and it must still export to ONNX (torch.export cannot follow an `if` on tensor values: use torch.cond)"
             if name != "<root>"
             else "move the data-dependent code into a submodule and mark that submodule as a leaf (--leaf NAME)"
         )

@@ -7,7 +7,9 @@
 Data flows one way: model → trace → plan → quantize passes → training → export passes → ONNX.
 The float model is kept (deep-copied) as the distillation teacher and the fp32 reference. What the
 model is trained and judged for is its task (:mod:`qcompile.tasks`): the method's when it names one,
-else ``compile(..., task=...)``, else classification.
+else ``compile(..., task=...)``, else classification. What the artifact records about its input — the
+normalisation (given, a preset, or the training split's statistics) and the class names — is fixed
+the first time it is known and kept on the model, so a saved run exports without its data.
 """
 
 from __future__ import annotations
@@ -34,14 +36,12 @@ from qcompile.passes.trace import example_inputs_for, trace
 from qcompile.plan import QuantPlan, QuantSpec, build_plan
 from qcompile.quantizers import ActivationQuantizer
 from qcompile.runtime.manifest import InputSpec, Manifest
+from qcompile.runtime.normalisation import FROM_DATA, Normalization
+from qcompile.runtime.normalisation import choose as choose_normalization
 from qcompile.tasks import Task, get_task
 from qcompile.train import Batches, TrainConfig, TrainResult, evaluate, finetune
 from qcompile.train.batchnorm_stats import batchnorms, reestimate_batchnorm, statistics_unchanged
 from qcompile.train.divergence import first_non_finite
-
-
-def _spec_of(data: DatasetSplits | str | None) -> str | None:
-    return data if isinstance(data, str) else None
 
 
 def _choose_task(method: Method, requested: Task | str | None) -> Task:
@@ -62,7 +62,8 @@ class CompiledModel:
 
     def __init__(self, float_model: nn.Module, graph_module: fx.GraphModule, plan: QuantPlan, method: Method,
                  example_inputs: tuple[torch.Tensor, ...], data: DatasetSplits | None = None,
-                 leaf_modules: Sequence[str] = (), reports: list[dict] | None = None, task: Task | str | None = None):
+                 leaf_modules: Sequence[str] = (), reports: list[dict] | None = None, task: Task | str | None = None,
+                 normalization: Normalization | None = None):
         self.float_model = float_model
         self.graph_module = graph_module
         self.plan = plan
@@ -78,6 +79,10 @@ class CompiledModel:
         self.data_spec: str | None = None  # the spec string data came from, so a saved run can reload it
         self.model_spec: str | None = None  # likewise for the model ('file.py:factory'), when given as a string
         self._example_outputs: Any = None
+        self.normalization: Normalization | None = None  # None until given or computed from the first data
+        self.classes: list[str] | None = None  # class names, from the first data (None: not known)
+        if normalization is not None:
+            self.set_normalization(normalization)
 
     # ----------------------------------------------------------------- analysis
     def inspect(self) -> dict[str, Any]:
@@ -114,12 +119,13 @@ class CompiledModel:
             return provided
         return load_dataset(data) if data is not None else None
 
-    def _data(self, data: DatasetSplits | str | None) -> DatasetSplits:
+    def use_data(self, data: DatasetSplits | str | None = None) -> DatasetSplits:
+        """The data a step works on: ``data`` when given (it becomes the model's data), else the model's.
+        Checked against the input shape and the task's outputs; the first data seen fixes the
+        normalisation (unless one was given) and the class names."""
         resolved = self.load_data(data) if data is not None else self.data
         if resolved is None:
             resolved = self.load_data(self.data_spec)
-        if isinstance(data, str):
-            self.data_spec = data
         if resolved is None:
             raise ConfigError("this step needs data", hint="pass data='digits' | 'mnist:PATH' | 'folder:PATH' | 'npz:PATH' (CLI: --data)")
         self._check_data_shape(resolved)
@@ -127,8 +133,36 @@ class CompiledModel:
         for split in ("train", "test"):
             if getattr(resolved, split, None) is not None:
                 self.task.check_targets(getattr(resolved, split).y, outputs, split)
+        if isinstance(data, str):
+            self.data_spec = data
+        if self.normalization is None:
+            self.set_normalization(Normalization(resolved.mean, resolved.std, FROM_DATA))
+        if self.classes is None:
+            self.classes = list(resolved.classes)
         self.data = resolved
         return resolved
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the (first) input: axis 1, which normalisation runs over."""
+        shape = self.example_inputs[0].shape
+        return int(shape[1]) if len(shape) >= 2 else 1
+
+    def set_normalization(self, normalization: Normalization | str) -> None:
+        """Fix the input normalisation (a :class:`Normalization` or a preset name). The model trains and is
+        judged with it, so once fixed it may only be given again with the same values."""
+        norm = choose_normalization(normalization)
+        if norm is None:  # 'data': computed when data arrives, or kept if already known
+            return
+        norm = norm.for_channels(self.input_channels)
+        current = self.normalization
+        if current is not None and (current.mean, current.std) != (norm.mean, norm.std):
+            raise ConfigError(f"this model's input normalisation is already fixed ({current.describe()}); "
+                              f"it cannot become {norm.describe()}",
+                              hint="drop the normalisation option: a model keeps the one it was calibrated and trained "
+                                   "with (compile again to choose another)")
+        if current is None:
+            self.normalization = norm
 
     def example_outputs(self) -> Any:
         """The float model's outputs on the example inputs (computed once): what the task checks data against."""
@@ -165,11 +199,12 @@ class CompiledModel:
         reestimate = bn_reestimate_batches > 0 and bool(batchnorms(self.graph_module))
         if not quantizers and not reestimate:
             return 0
-        splits = self._data(data)
+        splits = self.use_data(data)
         seen = self._observe_ranges(splits, quantizers, batches, batch_size)
         if reestimate:
+            norm = self.normalization
             reestimate_batchnorm(self.graph_module, splits.train, batches=bn_reestimate_batches,
-                                 batch_size=batch_size, mean=splits.mean, std=splits.std, task=self.task)
+                                 batch_size=batch_size, mean=norm.mean, std=norm.std, task=self.task)
             for q in quantizers:
                 if not bool(q.frozen):  # a frozen range (after QAT) is kept, as observing would keep it
                     q.reset()  # observed under the float weights' statistics
@@ -187,7 +222,8 @@ class CompiledModel:
             for q in quantizers:
                 q.train()
             device = next(gm.parameters()).device
-            loader = Batches(splits.train, batch_size, device, splits.mean, splits.std, self.task)
+            norm = self.normalization
+            loader = Batches(splits.train, batch_size, device, norm.mean, norm.std, self.task)
             for i, (inputs, _) in enumerate(loader.in_order()):
                 if i >= batches:
                     break
@@ -205,10 +241,10 @@ class CompiledModel:
         ``train_options`` are :class:`~qcompile.train.TrainConfig` fields (epochs, lr, optimizer, kd_alpha, ...).
         Given with a ``config``, they override its fields (``finetune(config=base, lr=1e-3)`` is ``base`` with
         lr=1e-3), and the result is validated as a whole; an unknown name is a ConfigError. ``mean``/``std``
-        left unset (None) are the data's, as in calibration and evaluation.
+        left unset (None) are the model's normalisation, as in calibration and evaluation.
         """
-        splits = self._data(data)
-        config = _train_config(config, train_options, splits)
+        splits = self.use_data(data)
+        config = _train_config(config, train_options, self.normalization)
         quantizers = self.activation_quantizers()
         if quantizers and not any(bool(q.calibrated) for q in quantizers):
             self.calibrate(splits, bn_reestimate_batches=bn_reestimate_batches)
@@ -249,8 +285,9 @@ class CompiledModel:
 
     def metrics(self, data: DatasetSplits | str | None = None, *, model: nn.Module | None = None) -> dict[str, float]:
         """The task's whole evaluation summary (classification: ``acc`` and ``loss``) on the test split."""
-        splits = self._data(data)
-        return evaluate(model or self.graph_module, splits.test, mean=splits.mean, std=splits.std, task=self.task)
+        splits = self.use_data(data)
+        norm = self.normalization
+        return evaluate(model or self.graph_module, splits.test, mean=norm.mean, std=norm.std, task=self.task)
 
     # ----------------------------------------------------------------- export
     def deployable(self) -> fx.GraphModule:
@@ -263,10 +300,11 @@ class CompiledModel:
         """What the artifact says about itself besides its layers (the export adds those)."""
         from qcompile.export.artifact import manifest
 
-        d = self.data
+        norm = self.normalization
         spec = InputSpec(shape=(None, *self.example_inputs[0].shape[1:]), dtype="float32",
-                         mean=tuple(d.mean) if d else None, std=tuple(d.std) if d else None)
-        return manifest("classifier", method=self.method.name, input=spec, classes=tuple(d.classes) if d else None)
+                         mean=norm.mean if norm else None, std=norm.std if norm else None)
+        return manifest("classifier", method=self.method.name, input=spec,
+                        classes=None if self.classes is None else tuple(self.classes))
 
     def export(self, path: str | Path, opset: int | None = None):
         """Write the packed low-bit ONNX artifact (atomically); returns the export report."""
@@ -292,6 +330,14 @@ class CompiledModel:
                 hint="calibrate on data before exporting (CLI: --data, with --bn-reestimate N > 0; API: "
                      "compile(..., data=...) or cm.calibrate(data)), or finetune"), stacklevel=3)
 
+    def dry_run_export(self) -> None:
+        """Convert the deployable model to ONNX in memory, writing nothing: a model that cannot be exported
+        (e.g. a leaf module branching on tensor values) fails with an :class:`ExportError` naming the module
+        and line, before training spends time on it."""
+        from qcompile.export.onnx_export import check_exportable
+
+        check_exportable(self.deployable(), tuple(t.cpu() for t in self.example_inputs))
+
     def export_float(self, path: str | Path):
         """Write the fp32 ONNX of the original model (the reference for size and latency)."""
         from qcompile.export.onnx_export import export_float_onnx
@@ -299,12 +345,12 @@ class CompiledModel:
         return export_float_onnx(copy.deepcopy(self.float_model).cpu().eval(), tuple(t.cpu() for t in self.example_inputs), path)
 
 
-def _train_config(config: TrainConfig | None, options: dict[str, Any], splits: DatasetSplits) -> TrainConfig:
-    """``config`` (default: TrainConfig's defaults) with ``options`` on top, normalised like the data unless
+def _train_config(config: TrainConfig | None, options: dict[str, Any], norm: Normalization) -> TrainConfig:
+    """``config`` (default: TrainConfig's defaults) with ``options`` on top, normalised like the model unless
     the config or the options say otherwise."""
     fields = {**(config.to_dict() if config is not None else {}), **options}
     if fields.get("mean") is None and fields.get("std") is None:
-        fields.update(mean=splits.mean, std=splits.std)
+        fields.update(mean=norm.mean, std=norm.std)
     return TrainConfig.from_dict(fields)
 
 
@@ -315,7 +361,8 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
             layer_bits: dict[str, int] | None = None, method_options: dict | None = None,
             leaf_modules: Sequence[str] = (), data: DatasetSplits | str | None = None,
             spec: QuantSpec | None = None, task: Task | str | None = None,
-            bn_reestimate_batches: int = 64) -> CompiledModel:
+            bn_reestimate_batches: int = 64, normalization: Normalization | str | None = None,
+            mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None) -> CompiledModel:
     """Trace ``model``, plan and insert quantizers; returns a :class:`CompiledModel` ready to finetune.
 
     ``model`` is an ``nn.Module`` or a spec ``'file.py:factory'`` / ``'pkg.mod:attr'`` (with ``weights``).
@@ -326,7 +373,13 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     (its ``data_source``), if it provides any. ``task`` (a name or a
     :class:`~qcompile.tasks.Task`) is what the model is trained for; a method that names its own task
     decides it, and the default is classification.
+
+    ``normalization`` is what the model expects of images in [0, 1]: a preset ('imagenet', 'cifar10',
+    'mnist', 'none'), 'data' (the default: the training split's per-channel statistics) or a
+    :class:`~qcompile.runtime.normalisation.Normalization`; or give ``mean`` and ``std`` (one value, or one
+    per input channel). A pretrained model needs the values it was trained with.
     """
+    requested_norm = choose_normalization(normalization, mean, std)  # malformed values fail before any work
     float_model = copy.deepcopy(load_model(model, weights)).eval()
     if example_inputs is None:
         if input_shape is None:
@@ -345,11 +398,10 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     gm, reports = run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan),
                                                  plugin.activation_quantizer))
     compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), None, leaf_modules, reports,
-                             _choose_task(plugin, task))
+                             _choose_task(plugin, task), requested_norm)
     compiled._example_outputs = example_outputs
-    compiled.data = compiled.load_data(data) if data is not None else None
-    compiled.data_spec = _spec_of(data)
     compiled.model_spec = model if isinstance(model, str) else None
-    if compiled.data is not None:
+    if data is not None:
+        compiled.use_data(data)
         compiled.calibrate(bn_reestimate_batches=bn_reestimate_batches)
     return compiled

@@ -31,11 +31,20 @@ class DataError(QCompileError):
 
 
 class ExportError(QCompileError):
-    """The model cannot be exported exactly (e.g. a range was never calibrated)."""
+    """The model cannot be exported exactly (e.g. a range was never calibrated). ``detail``: the exporter's
+    full text, which the command line shows under ``--debug`` only."""
+
+    def __init__(self, message: str, hint: str | None = None, detail: str | None = None):
+        super().__init__(message, hint)
+        self.detail = detail
 
 
 class TrainingDiverged(QCompileError):
     """Training produced a non-finite loss or non-finite weights, and was stopped before saving them."""
+
+
+class RunDirError(QCompileError):
+    """A run directory is missing, damaged, unfinished or being written by another command."""
 
 
 class QCompileWarning(ActionableError, UserWarning):

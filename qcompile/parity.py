@@ -5,7 +5,7 @@ an ONNX file in the torch-free runtime, then lets the task compare them (classif
 both, top-1 agreement and the largest logit gap; see ``qcompile.runtime.tasks``). It is the check
 behind ``qcompile compile``'s summary and the demo table: an export is only worth shipping if ORT's
 accuracy equals PyTorch's and the logits agree to float rounding. Inputs are normalised here (with the
-dataset's train statistics) rather than by the runtime, so a plain fp32 export without qcompile
+model's normalisation) rather than by the runtime, so a plain fp32 export without qcompile
 metadata can be compared the same way, by the one normalisation the runtime uses
 (:func:`qcompile.runtime.normalisation.normalise`). torch is imported inside the functions that need it.
 """

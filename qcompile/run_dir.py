@@ -1,9 +1,12 @@
 """Saving and reloading a compiled model between CLI commands (``compile`` → ``finetune`` → ``export``).
 
-A run directory holds ``qmodel.pt``: the model spec, float weights, quantization spec and the
-quantized state dict — tensors and plain data only, so it loads with ``weights_only=True``.
-Reloading re-traces the user's model and re-applies the same passes, then restores the state:
-no pickled code, and the result is exactly the module that was saved.
+A run directory holds ``qmodel.pt``: the model spec, float weights, quantization spec, the
+quantized state dict and what the artifact records about its input (normalisation, class names) —
+tensors and plain data only, so it loads with ``weights_only=True``. Reloading re-traces the user's
+model and re-applies the same passes, then restores the state: no pickled code, and the result is
+exactly the module that was saved, so ``export`` writes the same file ``compile`` did, with or without
+the data it was compiled with. The model file it names is imported again: treat a run directory as
+code. Whether the saved model is finished is ``run.json``'s business (:mod:`qcompile.run_state`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ from pathlib import Path
 import torch
 
 from qcompile.atomic import atomic_write, atomic_write_text
-from qcompile.errors import ConfigError
-from qcompile.loading import load_model
+from qcompile.errors import ConfigError, RunDirError
+from qcompile.loading import load_model, unreadable_reason
 from qcompile.plan import QuantSpec
+from qcompile.runtime.normalisation import Normalization, NormalizationError
 
 QMODEL = "qmodel.pt"
+FORMAT = 1
+REQUIRED = ("model", "input_shapes", "spec", "leaf_modules", "float_state", "state", "history")
+_RECOMPILE = "compile the run again (or restore the run directory from a copy)"
 
 
 def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
@@ -33,13 +40,15 @@ def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
         raise ConfigError("cannot save a run of a model given as an object",
                           hint="compile from a spec string ('file.py:factory' or 'pkg.mod:attr') to save runs")
     payload = {
-        "format": 1,
+        "format": FORMAT,
         "model": model_spec,
         "input_shapes": [list(t.shape) for t in cm.example_inputs],
         "spec": json.dumps(cm.plan.spec.to_dict()),
         "leaf_modules": list(cm.leaf_modules),
         "data": cm.data_spec,
         "task": cm.task.name,
+        "normalization": json.dumps(cm.normalization.to_dict() if cm.normalization else None),
+        "classes": json.dumps(cm.classes),
         "float_state": {k: v.cpu() for k, v in cm.float_model.state_dict().items()},
         "state": {k: v.cpu() for k, v in cm.graph_module.state_dict().items()},
         "history": json.dumps(cm.history),
@@ -72,8 +81,8 @@ def load_run(run_dir: str | Path):
 
     path = Path(run_dir) / QMODEL
     if not path.is_file():
-        raise ConfigError(f"{run_dir} holds no {QMODEL}", hint="pass the --run-dir that `qcompile compile` wrote")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+        raise RunDirError(f"{run_dir} holds no {QMODEL}", hint="pass the --run-dir that `qcompile compile` wrote")
+    payload = read_payload(path)
     model = load_model(payload["model"])
     model.load_state_dict(payload["float_state"])
     cm = compile_model(model, input_shape=[tuple(s) for s in payload["input_shapes"]],
@@ -88,4 +97,28 @@ def load_run(run_dir: str | Path):
     cm.history = json.loads(payload["history"])
     cm.stages = payload.get("stages", 0)
     cm.open_stage = None if payload.get("open_stage", -1) < 0 else payload["open_stage"]
+    norm, cm.classes = json.loads(payload.get("normalization", "null")), json.loads(payload.get("classes", "null"))
+    if norm is not None:
+        try:
+            cm.set_normalization(Normalization.from_dict(norm))
+        except (NormalizationError, KeyError, TypeError) as e:
+            raise RunDirError(f"{path} records a broken normalisation {norm!r}: {e}", hint=_RECOMPILE) from None
     return cm
+
+
+def read_payload(path: Path) -> dict:
+    """``qmodel.pt``'s contents, checked: a damaged file, another format version or missing entries is a
+    :class:`RunDirError` that says which, never a traceback."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unpickling failure means the same to the user
+        raise RunDirError(f"cannot read the saved run {path}: {unreadable_reason(exc)}", hint=_RECOMPILE) from None
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise RunDirError(f"{path} is not a qcompile run file", hint=_RECOMPILE)
+    if payload["format"] != FORMAT:
+        raise RunDirError(f"{path} has format version {payload['format']!r}; this qcompile reads version {FORMAT}",
+                          hint="use the qcompile version that wrote it, or " + _RECOMPILE)
+    missing = [k for k in REQUIRED if k not in payload]
+    if missing:
+        raise RunDirError(f"{path} is incomplete: it lacks {', '.join(missing)}", hint=_RECOMPILE)
+    return payload

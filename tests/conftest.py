@@ -32,6 +32,43 @@ class TinyBNNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+DIGITS_CNN = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def build():
+    return Net()
+'''
+
+
+def digits_cnn_file(root: Path, name: str = "net", extra: str = "") -> tuple[Path, Path]:
+    """A model file as a user passes it to the command line: a small conv-BN CNN for 1×8×8 digits
+    (``build``, plus the factories in ``extra``) in ``root/<name>.py``, and its seed-0 state dict in
+    ``root/<name>-w.pt``."""
+    path = root / f"{name}.py"
+    path.write_text(DIGITS_CNN + extra)
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    torch.manual_seed(0)
+    weights = root / f"{name}-w.pt"
+    torch.save(namespace["build"]().state_dict(), weights)
+    return path, weights
+
+
 @pytest.fixture
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)

@@ -213,8 +213,14 @@ def test_run_matches_the_compile_summary(compiled):
 
 
 def test_run_scores_a_plain_fp32_export_with_dataset_statistics(compiled):
-    report = invoke_json("run", compiled["fp32"], "--data", "digits", "--providers", "cpu")
+    from qcompile.data import load_digits
+
+    result = invoke("run", compiled["fp32"], "--data", "digits", "--providers", "cpu", "--json")
+    report = json.loads(result.stdout)
     assert report["normalization"] == "dataset" and report["method"] is None  # no qcompile metadata to use
+    assert report["mean"] == list(load_digits().mean)
+    assert "plain ONNX file that records no normalisation: using the train statistics of digits" in \
+        " ".join(result.stderr.split())
     assert abs(report["accuracy"] - compiled["summary"]["accuracy"]["float"]) * 397 <= 1
 
 

@@ -7,35 +7,12 @@ Runs are capped at a few steps (MetaQuant's step costs a few STE steps on this t
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-import torch
 from click.testing import CliRunner
 
+from conftest import digits_cnn_file
 from qcompile.cli.main import cli
-
-MODEL_SOURCE = '''
-import torch
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-def build():
-    return Net()
-'''
 
 ALL_META_FLAGS = ["--meta", "lstmfc", "--meta-hidden", "16", "--meta-layers", "2", "--meta-nonlinearity", "tanh",
                   "--no-meta-bias", "--forward-mode", "reference", "--meta-lr", "1e-4", "--meta-lr-decay",
@@ -51,15 +28,8 @@ def invoke_json(*args, expect: int = 0) -> dict:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("cli-metaquant")
-    (root / "mqnet.py").write_text(MODEL_SOURCE)
-    sys.path.insert(0, str(root))
-    try:
-        import mqnet
-    finally:
-        sys.path.pop(0)
-    torch.manual_seed(0)
-    torch.save(mqnet.build().state_dict(), root / "w.pt")
-    return {"root": root, "args": [f"{root / 'mqnet.py'}:build", "--weights", root / "w.pt", "--input-shape", "1,1,8,8"]}
+    path, weights = digits_cnn_file(root, "mqnet")
+    return {"root": root, "args": [f"{path}:build", "--weights", weights, "--input-shape", "1,1,8,8"]}
 
 
 def test_inspect_turns_every_meta_flag_into_method_options(model):

@@ -18,10 +18,12 @@ from qcompile.cli.output import Output, Result, reporting
 
 
 def build_compiled(source: dict[str, Any], quant: dict[str, Any], data: str | None = None,
-                   method_flags: list | None = None, calibration: dict[str, Any] | None = None):
+                   method_flags: list | None = None, calibration: dict[str, Any] | None = None,
+                   norm: dict[str, Any] | None = None):
     """``qcompile.compile`` from the shared CLI option groups (also used by ``compile``); ``method_flags``
     are the methods' own options given, checked against ``--method`` before the model is loaded;
-    ``calibration``, the keyword arguments of calibrating with ``data`` (``bn_reestimate_batches``)."""
+    ``calibration``, the keyword arguments of calibrating with ``data`` (``bn_reestimate_batches``);
+    ``norm``, the normalisation options (``--norm`` or ``--mean/--std``)."""
     options = method_options(quant, method_flags or [])
     from qcompile.api import compile as compile_model
     from qcompile.loading import parse_shapes
@@ -33,6 +35,7 @@ def build_compiled(source: dict[str, Any], quant: dict[str, Any], data: str | No
         leaf_modules=list(source["leaf_modules"]),
         data=absolute_spec(data) if data else None,
         **given(quant),
+        **{"normalization" if k == "norm" else k: v for k, v in given(norm or {}).items()},
         **({"method_options": options} if options else {}),
         **(calibration or {}),
     )

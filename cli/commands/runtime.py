@@ -15,13 +15,16 @@ import click
 from rich.console import Console
 
 from qcompile.cli import output as fmt
-from qcompile.cli.options import PROVIDERS, absolute_spec, batch_sizes_option, data_option, providers_option
+from qcompile.cli.options import (PROVIDERS, absolute_spec, batch_sizes_option, data_option, normalization_options,
+                                  providers_option)
 from qcompile.cli.output import Output, Result, reporting
 
 spin_option = click.option(
     "--spin/--no-spin", default=None,
     help="Let onnxruntime's worker threads busy-wait between kernels. Default: the runtime's (off; spinning "
          "was slower on a machine whose cores do other work too, see docs/BENCHMARKS.md).")
+NORMALIZATION_SOURCES = {"artifact": "the artifact's", "given": "given",
+                         "dataset": "the data's train statistics (plain ONNX: none recorded)"}
 onnx_argument = click.argument("model", metavar="MODEL.onnx",
                                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
@@ -33,24 +36,28 @@ onnx_argument = click.argument("model", metavar="MODEL.onnx",
               help="Samples per onnxruntime call.")
 @click.option("--task", default="classification", show_default=True, metavar="NAME",
               help="How the outputs are scored (a registered task; classification reports top-1 accuracy).")
+@normalization_options("For an artifact that records none (a plain ONNX file, or a qcompile artifact compiled "
+                       "without data); an artifact's own is always used [default: a plain ONNX file gets the data's "
+                       "train statistics].")
 @providers_option
 @spin_option
 @reporting
-def run(out: Output, model: Path, data: str, batch_size: int, task: str, providers: str,
+def run(out: Output, model: Path, data: str, batch_size: int, task: str, norm: dict, providers: str,
         spin: bool | None) -> Result:
     """Score MODEL.onnx on the test split in onnxruntime (classification: accuracy); no torch needed."""
     from qcompile.data import load_dataset
-    from qcompile.runtime.normalisation import normalise
     from qcompile.runtime import Session
+    from qcompile.runtime.normalisation import choose, for_scoring
     from qcompile.runtime.tasks import get_runtime_task
 
     measures = get_runtime_task(task)
     session = Session(model, providers=PROVIDERS[providers], spinning=spin)
     splits = load_dataset(absolute_spec(data))
     art = session.artifact
-    # A qcompile artifact carries its normalisation; a plain fp32 export gets the dataset's train stats.
-    mean, std = (art.mean, art.std) if art.mean is not None else (splits.mean, splits.std)
-    x = normalise(splits.test.x, mean, std)
+    normalization, source = for_scoring(art, splits.mean, splits.std, choose(**norm))
+    if source == "dataset":
+        out.log(f"{model} is a plain ONNX file that records no normalisation: using the train statistics of {data}")
+    x = normalization.apply(splits.test.x)
     started = time.perf_counter()
     outputs = session.predict(x, batch_size=batch_size)
     seconds = time.perf_counter() - started
@@ -58,7 +65,7 @@ def run(out: Output, model: Path, data: str, batch_size: int, task: str, provide
     report = {"model": model, "data": data, "task": task, **scored, "samples": len(splits.test),
               "seconds": seconds, "samples_per_s": len(splits.test) / seconds,
               "providers": session.providers, "spinning": session.spinning,
-              "normalization": "artifact" if art.mean is not None else "dataset",
+              "normalization": source, "mean": list(normalization.mean), "std": list(normalization.std),
               "method": art.method, "layers": list(art.layers)}
     return Result(report, render_run)
 
@@ -115,6 +122,7 @@ def render_run(console: Console, r: dict[str, Any]) -> None:
         ("throughput", f"{r['samples_per_s']:,.0f} samples/s ({r['seconds']:.2f}s)"),
         ("providers", ", ".join(r["providers"])),
         ("method", r["method"] or "— (no qcompile metadata)"),
+        ("normalisation", f"{NORMALIZATION_SOURCES[r['normalization']]}: mean {r['mean']}, std {r['std']}"),
     ]))
 
 

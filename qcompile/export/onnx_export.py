@@ -32,6 +32,7 @@ from qcompile.atomic import atomic_write
 from qcompile.errors import ExportError
 from qcompile.export.artifact import manifest as new_manifest
 from qcompile.export.artifact import manifest_props
+from qcompile.export.failure import explain_export_failure
 from qcompile.export.onnx_passes import export_pipeline
 from qcompile.passes.freeze_for_export import FreezeForExport
 from qcompile.runtime.errors import ArtifactError
@@ -74,17 +75,16 @@ def _with_batch_of_two(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, 
 
 @contextlib.contextmanager
 def _quiet():
-    """Swallow the exporter's prints, warnings and log lines; they are replayed in a failure's message."""
+    """Swallow the exporter's prints, warnings and log lines (torch's loggers write to the terminal they were
+    set up with, so they are muted rather than redirected); a failure keeps the prints as its detail."""
     buffer = io.StringIO()
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    logging.disable(logging.WARNING)
     try:
         with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield buffer
     finally:
-        logger.setLevel(level)
+        logging.disable(logging.NOTSET)
 
 
 def torch_to_onnx_ir(module: nn.Module, example_inputs, opset: int) -> ir.Model:
@@ -96,8 +96,7 @@ def torch_to_onnx_ir(module: nn.Module, example_inputs, opset: int) -> ir.Model:
             program = torch.onnx.export(module, inputs, dynamo=True, verbose=False, opset_version=opset,
                                         dynamic_shapes=tuple({0: batch} for _ in inputs))
         except Exception as e:
-            raise ExportError(f"torch.onnx.export failed: {e}\n{log.getvalue()[-4000:]}",
-                              hint="check that the model runs in eval mode on the example inputs") from e
+            raise explain_export_failure(e, log.getvalue(), module) from e
     return program.model
 
 
@@ -124,6 +123,21 @@ def _opset(layers: list[dict], requested: int | None) -> int:
     return requested
 
 
+def _frozen(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[dict]]:
+    """A frozen copy of ``gm`` (``gm`` is not modified) and FreezeForExport's per-layer summary."""
+    frozen = copy.deepcopy(gm).eval()
+    freeze = FreezeForExport()
+    freeze(frozen)
+    return frozen, freeze.report["layers"]
+
+
+def check_exportable(gm: fx.GraphModule, example_inputs) -> None:
+    """Convert ``gm`` to ONNX in memory as :func:`export_graph` would, writing nothing: a model that cannot be
+    exported (e.g. a leaf module branching on tensor values) fails here, before it is trained."""
+    frozen, layers = _frozen(gm)
+    torch_to_onnx_ir(frozen, example_inputs, _opset(layers, None))
+
+
 def export_graph(gm: fx.GraphModule, example_inputs, opset: int | None = None, manifest: Manifest | None = None,
                  onnx_passes: Sequence[ir.passes.PassBase] = ()) -> ExportedGraph:
     """Freeze, export and check a stripped, BN-folded quantized GraphModule; ``gm`` is not modified.
@@ -133,10 +147,7 @@ def export_graph(gm: fx.GraphModule, example_inputs, opset: int | None = None, m
     21, or 25 when a layer has 2-bit weights. ``onnx_passes`` (a method's) join the ONNX pipeline
     (see :func:`~qcompile.export.onnx_passes.export_pipeline`).
     """
-    frozen = copy.deepcopy(gm).eval()
-    freeze = FreezeForExport()
-    freeze(frozen)
-    layers = freeze.report["layers"]
+    frozen, layers = _frozen(gm)
     opset = _opset(layers, opset)
     metadata = {} if manifest is None else _props(dataclasses.replace(manifest, layers=tuple(layers)))
     model = torch_to_onnx_ir(frozen, example_inputs, opset)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from qcompile.atomic import atomic_write
-
 from qcompile.errors import ConfigError
 from qcompile.loading import unreadable_reason
 from qcompile.train.config import RESUMABLE_CHANGES
