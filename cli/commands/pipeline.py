@@ -162,6 +162,17 @@ def ensure_data(cm, spec: str | None = None, default: str | None = None):
     return cm.data
 
 
+def default_data(cm, call):
+    """Data for a compile given no ``--data``: the method's own if it has any, else the default dataset —
+    unless its images do not fit the model and nothing needs data (no training, no activation ranges to
+    calibrate: a weight-only compile), which then reads none. None when there is none."""
+    if ensure_data(cm) is not None:
+        return cm.data
+    needed = call is not None or bool(cm.activation_quantizers())
+    fits = tuple(cm.load_data(DEFAULT_DATA).input_shape) == tuple(cm.example_inputs[0].shape[1:])
+    return ensure_data(cm, default=DEFAULT_DATA) if needed or fits else None  # needed but unfit: an error with the fix
+
+
 def parity_data(cm) -> str | None:
     """Load the run's data for the onnxruntime check; why there is none (None when there is). A data
     folder that is gone does not stop an export: the run directory holds all the artifact needs."""
@@ -213,7 +224,8 @@ def input_summary(cm) -> dict[str, Any]:
 @data_option(required=False,
              help="Data for calibration and finetuning; its test split scores the result. Without it: the method's own "
                   f"data if it provides any, else scikit-learn's bundled {DEFAULT_DATA} (1×8×8), which needs no files — "
-                  "unless nothing needs data (--a-bits none --epochs 0): then the model is exported unchecked.")
+                  "unless it does not fit the model and nothing needs data (--a-bits none --epochs 0): then the model "
+                  "is exported unchecked.")
 @normalization_options(NORM_HELP)
 @train_options(min_epochs=0)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -244,11 +256,8 @@ def compile_command(out: Output, source: dict, quant: dict, data: str | None, no
     out.log(f"tracing {source['model']} and inserting quantizers")
     calibration = given({"bn_reestimate_batches": train["bn_reestimate_batches"]})
     cm = build_compiled(source, quant, data, method_flags, calibration, norm)
-    if data is None and (call is not None or cm.activation_quantizers()):
-        ensure_data(cm, default=DEFAULT_DATA)  # the method's own data, else the default; calibrated as --data is
-        cm.calibrate(**calibration)
-    elif data is None and ensure_data(cm) is not None:  # only the method's own: nothing needs data by default
-        cm.calibrate(**calibration)
+    if data is None and default_data(cm, call) is not None:
+        cm.calibrate(**calibration)  # as --data would be
     if call is not None and cm.leaf_modules:
         out.log("checking that the model, leaf modules included, exports to ONNX before training it")
         cm.dry_run_export()
