@@ -18,6 +18,9 @@ from typing import Any
 
 import click
 
+from qcompile.runtime.cli.bench import BATCH_SIZES_HELP
+from qcompile.runtime.cli.command import DATA_FORMS, PROVIDERS, PROVIDERS_HELP, parse_int_list
+
 LAYER_POLICIES = click.Choice(["quantize", "8bit", "float"])
 
 
@@ -74,12 +77,9 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     if value is None:
         return None
     try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: write comma-separated positive integers, e.g. 1,64") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise click.BadParameter(f"{value!r}: write comma-separated positive integers, e.g. 1,64")
-    return sizes
+        return parse_int_list(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _layer_bits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
@@ -180,7 +180,7 @@ def normalization_options(help: str) -> Callable[[Callable[..., Any]], Callable[
 
 def data_option(required: bool, help: str, default: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option("--data", "-d", required=required, metavar="SPEC", default=default, show_default=default is not None,
-                        help=f"{help} One of: digits | mnist:DIR | folder:DIR[?size=N] | npz:FILE.")
+                        help=f"{help} One of: {DATA_FORMS}.")
 
 
 def train_options(min_epochs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -223,10 +223,7 @@ def out_option(required: bool, help: str) -> Callable[[Callable[..., Any]], Call
 
 batch_sizes_option = click.option(
     "--batch-sizes", callback=_int_list, default="1,64", show_default=True, metavar="N[,N...]",
-    help="Batch sizes to time.")
+    help=BATCH_SIZES_HELP)
 
 providers_option = click.option(
-    "--providers", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="onnxruntime execution provider: auto picks CUDA when onnxruntime-gpu and a GPU are present.")
-
-PROVIDERS = {"auto": "auto", "cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    "--providers", type=click.Choice(list(PROVIDERS)), default="auto", show_default=True, help=PROVIDERS_HELP)

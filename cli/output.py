@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import math
 import sys
 import traceback
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -27,6 +24,11 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+
+from qcompile.runtime.cli.text import count, dumps, error_document, error_text, jsonable, ms, nbytes, pct, ratio
+
+__all__ = ["CliState", "Output", "Result", "count", "emit_json", "jsonable", "key_values", "ms", "nbytes", "pct",
+           "ratio", "render_error", "reporting", "stderr_console", "stdout_console", "table"]
 
 
 @dataclass
@@ -119,34 +121,13 @@ def shown_warnings() -> Iterator[list[dict[str, Any]]]:
 
 
 def emit_json(document: dict[str, Any]) -> None:
-    click.echo(json.dumps(jsonable(document), indent=2))
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars unwrapped, paths as strings, NaN/inf as null (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    click.echo(dumps(document))
 
 
 # ----------------------------------------------------------------------------- errors
 def render_error(exc: BaseException, *, expected: bool, debug: bool, as_json: bool) -> None:
     """Message and fix on stderr (plus an ``{"ok": false, ...}`` document on stdout under ``--json``)."""
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    hint = getattr(exc, "hint", None)
-    if not expected:
-        message = f"unexpected {type(exc).__name__}: {message}"
-        hint = hint or "this is a bug in qcompile or a dependency; rerun with `qcompile --debug ...` and report the traceback"
+    message, hint = error_text(exc, expected, "qcompile")
     console = stderr_console()
     if debug:
         console.print(Text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), style="dim"))
@@ -157,36 +138,11 @@ def render_error(exc: BaseException, *, expected: bool, debug: bool, as_json: bo
     if hint:
         console.print(Text("How to fix: ", style="bold") + Text(hint), soft_wrap=True)
     if as_json:
-        emit_json({"ok": False, "error": {"type": type(exc).__name__, "message": message, "hint": hint}})
+        emit_json(error_document(exc, message, hint))
 
 
 # ----------------------------------------------------------------------------- formatting
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}%"
-
-
-def count(value: int | None) -> str:
-    return "—" if value is None else f"{value:,}"
-
-
-def nbytes(value: int | float | None) -> str:
-    if value is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB"):
-        if abs(value) < 1024 or unit == "MiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return str(value)
-
-
-def ratio(value: float | None, suffix: str = "×") -> str:
-    return "—" if value is None else f"{value:.2f}{suffix}"
-
-
-def ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f} ms"
-
-
+# numbers are formatted as the runtime's plain-text command line does (pct, count, nbytes, ratio, ms)
 def table(title: str, columns: list[str], rows: list[list[Any]], right: tuple[int, ...] = (),
           show_header: bool = True, optional: tuple[int, ...] = ()) -> FittedTable:
     """A simple table; columns in ``right`` hold numbers (right-aligned). ``optional`` columns, least

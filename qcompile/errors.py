@@ -3,11 +3,16 @@
 They share :class:`ActionableError` (defined in the torch-free runtime, which the compiler depends on)
 with the runtime's errors, so the CLI treats both alike. :class:`QCompileWarning` is the same for a
 hazard that does not stop the work: a Python warning in the API, a visible line on the command line.
+:class:`DataError` is the runtime's (its data loaders raise it) and is re-exported here, the compiler's
+import path for it.
 """
 
 from __future__ import annotations
 
-from qcompile.runtime.errors import ActionableError
+from qcompile.runtime.errors import ActionableError, DataError
+
+__all__ = ["ActionableError", "ConfigError", "DataError", "ExportError", "ModelLoadError", "QCompileError",
+           "QCompileWarning", "TraceFailure", "TrainingDiverged"]
 
 
 class QCompileError(ActionableError):
@@ -24,10 +29,6 @@ class TraceFailure(QCompileError):
 
 class ConfigError(QCompileError):
     """An option or combination of options is invalid."""
-
-
-class DataError(QCompileError):
-    """A data spec could not be resolved or the files are malformed."""
 
 
 class ExportError(QCompileError):

@@ -1,19 +1,72 @@
-"""Latency of an exported model on this machine, with random inputs of the model's shape.
+"""What ``bench`` reports: latency of an exported model on this machine, and its size.
 
-Median and p90 rather than mean: the first runs and the occasional scheduler hiccup would
-otherwise dominate a number that is meant to compare artifacts and providers.
+Latency is timed with random inputs of the model's shape; median and p90 rather than mean, because
+the first runs and the occasional scheduler hiccup would otherwise dominate a number that is meant
+to compare artifacts and providers. Size is the file's; the stored tensor bytes and the information
+bound need the ``onnx`` package to read the file's tensors, so they are reported only where it is
+installed, and the report says so otherwise. Both command lines call :func:`benchmark`.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from qcompile.runtime.errors import InputError
+from qcompile.runtime.optional import available, install_hint
 from qcompile.runtime.session import Session, format_shape
+
+
+def benchmark(model: str | Path, reference: str | Path | None = None, batch_sizes: Sequence[int] = (1, 64),
+              repeats: int = 50, warmup: int = 10, providers: str | Sequence[str] = "auto",
+              spinning: bool | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Size and latency of ``model`` (and of ``reference``, usually the fp32 export, with ratios); a plain dict.
+
+    ``{"model": {"path", "size", "latency", "providers", "spinning"}, "batch_sizes", "repeats"}``, plus
+    ``reference`` and ``ratios`` (``file_size``, ``latency`` per batch size: model / reference) when a reference is
+    given. ``size`` is :func:`size_summary`; ``latency`` is :func:`measure_latency`. ``log`` hears a
+    line before each file is timed.
+    """
+
+    def measure(path: str | Path) -> dict[str, Any]:
+        if log is not None:
+            log(f"timing {path} at batch sizes {', '.join(map(str, batch_sizes))}")
+        session = Session(path, providers=providers, spinning=spinning)
+        latency = measure_latency(session, batch_sizes, warmup=warmup, repeats=repeats)
+        return {"path": Path(path), "size": size_summary(path), "latency": latency, "providers": session.providers,
+                "spinning": session.spinning}
+
+    report: dict[str, Any] = {"model": measure(model), "batch_sizes": list(batch_sizes), "repeats": repeats}
+    if reference is not None:
+        ref = report["reference"] = measure(reference)
+        m = report["model"]
+        report["ratios"] = {
+            "file_size": m["size"]["file_bytes"] / ref["size"]["file_bytes"],
+            "latency": {b: m["latency"][b]["median_ms"] / ref["latency"][b]["median_ms"] for b in batch_sizes},
+        }
+    return report
+
+
+def size_summary(path: str | Path) -> dict[str, Any]:
+    """File bytes; with ``onnx`` installed also stored tensor bytes, the information bound and file / bound.
+
+    Without ``onnx`` those are ``None`` and ``bound_note`` says why and what to install (it is ``None``
+    when the bound was computed). See :func:`qcompile.runtime.size.size_report` for the bound.
+    """
+    if not available("onnx"):
+        return {"file_bytes": Path(path).stat().st_size, "weight_bytes": None, "bound_bytes": None,
+                "quantized_bound_bytes": None, "file_over_bound": None, "by_dtype": None,
+                "bound_note": "information bound not computed: reading the file's tensors needs the onnx package; "
+                              + install_hint("onnx")}
+    from qcompile.runtime.size import size_report
+
+    r = size_report(path)
+    return {"file_bytes": r["file_bytes"], "weight_bytes": sum(t["stored_bytes"] for t in r["tensors"]),
+            "bound_bytes": r["bound_bytes"], "quantized_bound_bytes": r["quantized_bound_bytes"],
+            "file_over_bound": r["ratio"], "by_dtype": r["by_dtype"], "bound_note": None}
 
 
 def measure_latency(

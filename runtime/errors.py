@@ -42,3 +42,11 @@ class ProviderError(RuntimeFailure):
 
 class TaskError(RuntimeFailure):
     """An unknown task name, or model outputs that the chosen task cannot score."""
+
+
+class DataError(RuntimeFailure):
+    """A data spec could not be resolved or the files are malformed (the compiler reads data the same way)."""
+
+
+class MissingDependencyError(RuntimeFailure):
+    """An optional package a feature needs is not installed (e.g. pillow for ``folder:`` data)."""

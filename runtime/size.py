@@ -4,7 +4,10 @@ The bound counts each quantized weight at its true code width (``bits·n/8``: a 
 bits although ONNX stores it in a 4-bit container) plus the stored bytes of every other tensor
 (scales, zero points, biases, float layers, shape constants), wherever it is stored: the main
 graph, subgraphs (If/Loop/Scan bodies) or model-local functions. ``file_bytes / bound`` near 1
-means packing wastes nothing beyond containers and protobuf framing. Needs only ``onnx`` (no torch).
+means packing wastes nothing beyond containers and protobuf framing. Needs ``onnx`` (no torch): an
+optional extra of the runtime (``qcompile-runtime[onnx]``), so import this module only where onnx is
+available (:func:`qcompile.runtime.bench.size_summary` checks first). The exporter imports it too
+(``qcompile.export.size``) to tag the codes it writes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """In-memory datasets as plain numpy arrays.
 
-Every loader in :mod:`qcompile.data.sources` returns the same shape of thing — float32 NCHW images
-in [0, 1] and int64 labels — so training, calibration and the torch-free ``qcompile run`` never
+Every loader in :mod:`qcompile.runtime.data.sources` returns the same shape of thing — float32 NCHW
+images in [0, 1] and int64 labels — so training, calibration and the torch-free ``run`` never
 care where the data came from. Normalisation statistics live next to the data (computed on the
 train split) because the exporter writes them into the artifact for the runtime to reuse.
 """

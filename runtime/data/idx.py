@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qcompile.errors import DataError
+from qcompile.runtime.errors import DataError
 
 # type code -> big-endian numpy dtype
 _DTYPES = {

@@ -3,18 +3,19 @@
 Spec strings (what ``--data`` accepts on the command line):
 
 * ``digits`` — scikit-learn's bundled 8x8 digits; 1,400 train / 397 test, split by a permutation
-  with seed 0 so every run sees the same split.
+  with seed 0 so every run sees the same split. Needs scikit-learn (``qcompile-runtime[digits]``).
 * ``mnist:PATH`` — a folder of IDX files (gz or raw). ``train-*`` + ``t10k-*`` are used as they are;
   with only ``t10k-*`` the first 80% (8,000 of 10,000) is train and the last 20% test.
 * ``folder:PATH[?size=N]`` — one sub-folder per class (ImageFolder layout). ``PATH/train`` and
   ``PATH/test`` are used when both exist; otherwise every 5th file (sorted by name) of each class is
   test. Images are grayscale if every image is, else RGB (alpha dropped), and are resized
-  (bilinear) to the most common size, or to N x N with ``?size=N``.
+  (bilinear) to the most common size, or to N x N with ``?size=N``. Needs pillow
+  (``qcompile-runtime[images]``).
 * ``npz:PATH`` — keys ``x_train, y_train, x_test, y_test`` or ``x, y`` (last 20% becomes test), and
   optional ``classes``. Images NHW, NHWC or NCHW; uint8 (divided by 255) or float in [0, 1].
 
 Every loader returns float32 NCHW images in [0, 1] and int64 labels; problems a user can hit raise
-:class:`~qcompile.errors.DataError` saying what is wrong and how to fix it.
+:class:`~qcompile.runtime.errors.DataError` saying what is wrong and how to fix it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qcompile.data.arrays import ArrayDataset, DatasetSplits
-from qcompile.data.idx import read_idx_pair
-from qcompile.errors import DataError
+from qcompile.runtime.data.arrays import ArrayDataset, DatasetSplits
+from qcompile.runtime.data.idx import read_idx_pair
+from qcompile.runtime.errors import DataError
+from qcompile.runtime.optional import require
 
 SPEC_FORMS = "'digits', 'mnist:PATH', 'folder:PATH[?size=N]' or 'npz:PATH'"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -51,9 +53,7 @@ def load_dataset(spec: str) -> DatasetSplits:
 
 def load_digits() -> DatasetSplits:
     """scikit-learn's 1,797 8x8 digits (values 0..16, scaled to [0, 1]), split 1,400 / 397."""
-    from sklearn.datasets import load_digits as sk_load_digits  # slow import, only when asked for
-
-    d = sk_load_digits()
+    d = require("sklearn.datasets", "the 'digits' data set").load_digits()  # slow import, only when asked for
     x = (d.images / 16.0).astype(np.float32)[:, None]
     y = d.target.astype(np.int64)
     perm = np.random.default_rng(0).permutation(len(y))
@@ -192,31 +192,34 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
 
 def _choose_mode_and_size(files: list[Path], size: int | None) -> tuple[str, tuple[int, int]]:
     """Grayscale ('L') only if every image is; target (width, height) = forced or most common size."""
-    from PIL import Image, UnidentifiedImageError
-
+    image = _pillow()
     modes, sizes = set(), Counter()
     for f in files:
         try:
-            with Image.open(f) as img:  # lazy: reads the header only
+            with image.open(f) as img:  # lazy: reads the header only
                 modes.add(img.mode)
                 sizes[img.size] += 1
-        except (UnidentifiedImageError, OSError) as e:
+        except (image.UnidentifiedImageError, OSError) as e:
             raise DataError(f"folder: cannot read image {f}: {e}", hint="remove or replace the file") from None
     mode = "L" if modes <= _GRAY_MODES else "RGB"
     return mode, (size, size) if size else sizes.most_common(1)[0][0]
 
 
 def _read_images(files: list[Path], mode: str, wh: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
+    image = _pillow()
 
     def read(f: Path) -> np.ndarray:
-        with Image.open(f) as img:
+        with image.open(f) as img:
             img = img.convert(mode)
-            return np.asarray(img if img.size == wh else img.resize(wh, Image.Resampling.BILINEAR))
+            return np.asarray(img if img.size == wh else img.resize(wh, image.Resampling.BILINEAR))
 
     x = np.stack([read(f) for f in files])
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
     return (x / np.float32(255)).astype(np.float32)
+
+
+def _pillow():
+    return require("PIL.Image", "'folder:' data (reading images)")
 
 
 def _read_npz(path: Path, where: str) -> dict[str, np.ndarray]:

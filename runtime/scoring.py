@@ -1,0 +1,46 @@
+"""Score an artifact on a dataset's test split: what ``run`` reports, on numpy and onnxruntime alone.
+
+Both command lines call :func:`score` (``qcompile run`` renders it with rich, ``qcompile-runtime run``
+as plain text), so the numbers a deployment machine prints are the compiler's. What the outputs are
+measured by is the task's (:mod:`qcompile.runtime.tasks`; classification: top-1 accuracy).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from qcompile.runtime.data import DatasetSplits, load_dataset
+from qcompile.runtime.normalisation import normalise
+from qcompile.runtime.session import Session
+from qcompile.runtime.tasks import get_runtime_task
+
+
+def score(model: str | Path, data: str | DatasetSplits, batch_size: int = 256,
+          providers: str | Sequence[str] = "auto", task: str = "classification",
+          spinning: bool | None = None) -> dict[str, Any]:
+    """Run ``model`` on the test split of ``data`` (a ``--data`` spec or loaded splits); a plain dict.
+
+    Keys: ``model``, ``data``, ``task`` and the task's figures (classification: ``accuracy``,
+    ``correct``), ``samples``, ``seconds`` and ``samples_per_s`` of inference alone, ``providers``,
+    ``spinning`` (whether onnxruntime's threads busy-wait; ``None`` asks for the runtime's default),
+    ``normalization`` (``"artifact"``: the mean/std stored in a qcompile artifact; ``"dataset"``: the
+    train split's, for a plain ONNX file), ``method`` and ``layers`` from the artifact's metadata.
+    """
+    measures = get_runtime_task(task)
+    session = Session(model, providers=providers, spinning=spinning)
+    splits = load_dataset(data) if isinstance(data, str) else data
+    art = session.artifact
+    from_artifact = art.mean is not None
+    # A qcompile artifact carries its normalisation; a plain fp32 export gets the dataset's train stats.
+    x = normalise(splits.test.x, *((art.mean, art.std) if from_artifact else (splits.mean, splits.std)))
+    started = time.perf_counter()
+    outputs = session.predict(x, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    return {"model": Path(model), "data": data if isinstance(data, str) else splits.name, "task": task,
+            **measures.report(outputs, measures.targets(splits.test.x, splits.test.y)), "samples": len(x),
+            "seconds": seconds, "samples_per_s": len(x) / seconds if seconds > 0 else float("inf"),
+            "providers": session.providers, "spinning": session.spinning,
+            "normalization": "artifact" if from_artifact else "dataset", "method": art.method,
+            "layers": list(art.layers)}
