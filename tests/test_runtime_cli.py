@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -32,32 +30,33 @@ ARTIFACT, DATA = FIXTURES / "digits-w4a8.onnx", f"npz:{FIXTURES / 'digits.npz'}"
 EXPECTED = json.loads((FIXTURES / "digits-w4a8.json").read_text())
 QUICK_BENCH = ["--batch-sizes", "1,4", "--repeats", "3", "--warmup", "1"]
 
-BLOCKED = textwrap.dedent("""
-    import importlib.abc, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in this test")
-
-    BLOCKED = set(sys.argv[1].split(","))
-    sys.meta_path.insert(0, Block())
-    from qcompile.runtime.cli.main import main
-
-    sys.exit(main(sys.argv[2:]))
-""")
+ENTRY_POINT = """
+from qcompile.runtime.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
-def runtime_cli(*args: str, block: tuple[str, ...] = ("torch",), expect: int = 0) -> subprocess.CompletedProcess:
-    """``qcompile-runtime ARGS`` in a subprocess where the ``block``ed top-level packages cannot be imported."""
-    done = subprocess.run([sys.executable, "-c", BLOCKED, ",".join(block), *map(str, args)],
-                          capture_output=True, text=True)
-    assert done.returncode == expect, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    return done
+@pytest.fixture
+def runtime_cli(python_without):
+    """``runtime_cli(*args, block=("torch",), expect=0)``: ``qcompile-runtime ARGS`` in a fresh interpreter
+    where the ``block``ed top-level packages cannot be imported; checks the exit code."""
+
+    def run(*args: object, block: tuple[str, ...] = ("torch",), expect: int = 0) -> subprocess.CompletedProcess:
+        done = python_without(ENTRY_POINT, *args, blocked=block)
+        assert done.returncode == expect, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        return done
+
+    return run
 
 
-def runtime_json(*args: str, block: tuple[str, ...] = ("torch",), expect: int = 0) -> dict:
-    return json.loads(runtime_cli(*args, "--json", block=block, expect=expect).stdout)  # stdout: one document
+@pytest.fixture
+def runtime_json(runtime_cli):
+    """As ``runtime_cli`` with ``--json``: the one JSON document on stdout."""
+
+    def run(*args: object, block: tuple[str, ...] = ("torch",), expect: int = 0) -> dict:
+        return json.loads(runtime_cli(*args, "--json", block=block, expect=expect).stdout)
+
+    return run
 
 
 def qcompile_json(*args: str) -> dict:
@@ -67,24 +66,25 @@ def qcompile_json(*args: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- run
-def test_run_reproduces_the_fixture_accuracy_without_torch():
+def test_run_reproduces_the_fixture_accuracy_without_torch(runtime_json):
     report = runtime_json("run", ARTIFACT, "--data", DATA)
     assert report["ok"] is True
     assert (report["accuracy"], report["correct"], report["samples"]) == (
         EXPECTED["accuracy"], EXPECTED["correct"], EXPECTED["samples"])
+    assert report["task"] == "classification"
     assert report["normalization"] == "artifact" and report["method"] == "ste"
     assert [layer["w_bits"] for layer in report["layers"]] == [4] * len(report["layers"]) and report["layers"]
 
 
-def test_run_gives_the_numbers_of_qcompile_run():
+def test_run_gives_the_numbers_of_qcompile_run(runtime_json):
     ours = runtime_json("run", ARTIFACT, "--data", DATA, "--batch-size", "50", "--providers", "cpu")
     theirs = qcompile_json("run", ARTIFACT, "--data", DATA, "--batch-size", "50", "--providers", "cpu")
-    same = ("ok", "model", "data", "accuracy", "correct", "samples", "providers", "normalization", "method", "layers")
+    same = ("ok", "model", "data", "task", "accuracy", "correct", "samples", "providers", "normalization", "method", "layers")
     assert {k: ours[k] for k in same} == {k: theirs[k] for k in same}
     assert set(ours) == set(theirs)
 
 
-def test_run_text_output():
+def test_run_text_output(runtime_cli):
     out = runtime_cli("run", ARTIFACT, "--data", DATA).stdout.splitlines()
     assert out[0] == f"{ARTIFACT} on {DATA} (test split)"
     assert out[1].split() == ["accuracy", f"{100 * EXPECTED['accuracy']:.2f}%",
@@ -93,7 +93,7 @@ def test_run_text_output():
 
 
 # ----------------------------------------------------------------------------- bench
-def test_bench_gives_the_sizes_of_qcompile_bench_and_times_every_batch_size():
+def test_bench_gives_the_sizes_of_qcompile_bench_and_times_every_batch_size(runtime_json):
     ours = runtime_json("bench", ARTIFACT, "--reference", ARTIFACT, *QUICK_BENCH)
     theirs = qcompile_json("bench", ARTIFACT, "--reference", ARTIFACT, *QUICK_BENCH)
     assert ours["model"]["size"] == theirs["model"]["size"]
@@ -107,7 +107,7 @@ def test_bench_gives_the_sizes_of_qcompile_bench_and_times_every_batch_size():
         assert all(v["median_ms"] > 0 for v in report["model"]["latency"].values())
 
 
-def test_bench_without_onnx_reports_the_file_size_and_how_to_get_the_bound():
+def test_bench_without_onnx_reports_the_file_size_and_how_to_get_the_bound(runtime_cli, runtime_json):
     report = runtime_json("bench", ARTIFACT, *QUICK_BENCH, block=("torch", "onnx"))
     size = report["model"]["size"]
     assert size["file_bytes"] == ARTIFACT.stat().st_size
@@ -121,7 +121,7 @@ def test_bench_without_onnx_reports_the_file_size_and_how_to_get_the_bound():
         ["stored", "tensors", "—"], ["information", "bound", "—"]]
 
 
-def test_bench_text_shows_every_metric_row():
+def test_bench_text_shows_every_metric_row(runtime_cli):
     text = runtime_cli("bench", ARTIFACT, *QUICK_BENCH).stdout
     rows = [line.strip() for line in text.splitlines()]
     assert rows[0] == "Size and onnxruntime latency"
@@ -132,7 +132,7 @@ def test_bench_text_shows_every_metric_row():
 
 
 # ----------------------------------------------------------------------------- errors
-def test_missing_model_is_exit_2_with_a_fix_also_under_json():
+def test_missing_model_is_exit_2_with_a_fix_also_under_json(runtime_cli):
     done = runtime_cli("run", FIXTURES / "nope.onnx", "--data", DATA, "--json", expect=2)
     assert json.loads(done.stdout) == {"ok": False, "error": {
         "type": "ArtifactError", "message": f"model file {FIXTURES / 'nope.onnx'} does not exist",
@@ -141,9 +141,15 @@ def test_missing_model_is_exit_2_with_a_fix_also_under_json():
                                              "How to fix: pass the path of an exported .onnx file"]
 
 
-def test_bad_data_spec_is_a_data_error():
+def test_bad_data_spec_is_a_data_error(runtime_json):
     report = runtime_json("run", ARTIFACT, "--data", "imagenet", expect=2)
     assert report["error"]["type"] == "DataError" and report["error"]["message"] == "unknown data spec 'imagenet'"
+
+
+def test_unknown_task_is_a_task_error_before_anything_is_loaded(runtime_json):
+    report = runtime_json("run", FIXTURES / "nope.onnx", "--data", "imagenet", "--task", "codec", expect=2)
+    assert report["error"] == {"type": "TaskError", "message": "unknown task 'codec'",
+                               "hint": "use one of: classification"}
 
 
 @pytest.mark.parametrize("args, message, help_of", [
@@ -180,7 +186,7 @@ def test_every_command_has_help_mentioning_json_and_the_version(capsys):
     assert capsys.readouterr().out.strip() == f"qcompile-runtime {qcompile.runtime.__version__}"
 
 
-def test_digits_without_scikit_learn_names_the_extra():
+def test_digits_without_scikit_learn_names_the_extra(runtime_json):
     report = runtime_json("run", ARTIFACT, "--data", "digits", block=("torch", "sklearn"), expect=2)
     assert report["error"] == {
         "type": "MissingDependencyError",
@@ -188,7 +194,7 @@ def test_digits_without_scikit_learn_names_the_extra():
         "hint": "pip install 'qcompile-runtime[digits]' (or: pip install scikit-learn)"}
 
 
-def test_folder_data_without_pillow_names_the_extra(tmp_path):
+def test_folder_data_without_pillow_names_the_extra(tmp_path, runtime_json):
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()
         for i in range(5):
