@@ -71,7 +71,7 @@ def test_run_reproduces_the_fixture_accuracy_without_torch(runtime_json):
     assert report["ok"] is True
     assert (report["accuracy"], report["correct"], report["samples"]) == (
         EXPECTED["accuracy"], EXPECTED["correct"], EXPECTED["samples"])
-    assert report["task"] == "classification"
+    assert report["task"] == "classification" and report["spinning"] is False  # the runtime's default
     assert report["normalization"] == "artifact" and report["method"] == "ste"
     assert [layer["w_bits"] for layer in report["layers"]] == [4] * len(report["layers"]) and report["layers"]
 
@@ -79,7 +79,7 @@ def test_run_reproduces_the_fixture_accuracy_without_torch(runtime_json):
 def test_run_gives_the_numbers_of_qcompile_run(runtime_json):
     ours = runtime_json("run", ARTIFACT, "--data", DATA, "--batch-size", "50", "--providers", "cpu")
     theirs = qcompile_json("run", ARTIFACT, "--data", DATA, "--batch-size", "50", "--providers", "cpu")
-    same = ("ok", "model", "data", "task", "accuracy", "correct", "samples", "providers", "normalization", "method", "layers")
+    same = ("ok", "model", "data", "task", "accuracy", "spinning", "correct", "samples", "providers", "normalization", "method", "layers")
     assert {k: ours[k] for k in same} == {k: theirs[k] for k in same}
     assert set(ours) == set(theirs)
 
@@ -94,8 +94,9 @@ def test_run_text_output(runtime_cli):
 
 # ----------------------------------------------------------------------------- bench
 def test_bench_gives_the_sizes_of_qcompile_bench_and_times_every_batch_size(runtime_json):
-    ours = runtime_json("bench", ARTIFACT, "--reference", ARTIFACT, *QUICK_BENCH)
-    theirs = qcompile_json("bench", ARTIFACT, "--reference", ARTIFACT, *QUICK_BENCH)
+    ours = runtime_json("bench", ARTIFACT, "--reference", ARTIFACT, *QUICK_BENCH, "--spin")
+    theirs = qcompile_json("bench", ARTIFACT, "--reference", ARTIFACT, *QUICK_BENCH, "--spin")
+    assert ours["model"]["spinning"] is theirs["model"]["spinning"] is True
     assert ours["model"]["size"] == theirs["model"]["size"]
     size = ours["model"]["size"]
     assert size["file_bytes"] == ARTIFACT.stat().st_size and size["bound_note"] is None
@@ -136,9 +137,9 @@ def test_missing_model_is_exit_2_with_a_fix_also_under_json(runtime_cli):
     done = runtime_cli("run", FIXTURES / "nope.onnx", "--data", DATA, "--json", expect=2)
     assert json.loads(done.stdout) == {"ok": False, "error": {
         "type": "ArtifactError", "message": f"model file {FIXTURES / 'nope.onnx'} does not exist",
-        "hint": "pass the path of an exported .onnx file"}}
+        "hint": "pass the path of an exported .onnx file or bundle"}}
     assert done.stderr.splitlines()[-2:] == [f"Error: model file {FIXTURES / 'nope.onnx'} does not exist",
-                                             "How to fix: pass the path of an exported .onnx file"]
+                                             "How to fix: pass the path of an exported .onnx file or bundle"]
 
 
 def test_bad_data_spec_is_a_data_error(runtime_json):
