@@ -9,32 +9,36 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from qcompile.runtime.data import DatasetSplits, load_dataset
-from qcompile.runtime.normalisation import normalise
+from qcompile.runtime.normalisation import Normalization, for_scoring
 from qcompile.runtime.session import Session
 from qcompile.runtime.tasks import get_runtime_task
 
 
 def score(model: str | Path, data: str | DatasetSplits, batch_size: int = 256,
           providers: str | Sequence[str] = "auto", task: str = "classification",
-          spinning: bool | None = None) -> dict[str, Any]:
+          spinning: bool | None = None, normalization: Normalization | None = None,
+          log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``model`` on the test split of ``data`` (a ``--data`` spec or loaded splits); a plain dict.
 
     Keys: ``model``, ``data``, ``task`` and the task's figures (classification: ``accuracy``,
     ``correct``), ``samples``, ``seconds`` and ``samples_per_s`` of inference alone, ``providers``,
     ``spinning`` (whether onnxruntime's threads busy-wait; ``None`` asks for the runtime's default),
-    ``normalization`` (``"artifact"``: the mean/std stored in a qcompile artifact; ``"dataset"``: the
-    train split's, for a plain ONNX file), ``method`` and ``layers`` from the artifact's metadata.
+    ``normalization`` with its ``mean`` and ``std`` (see :func:`~qcompile.runtime.normalisation.for_scoring`:
+    ``"artifact"``, the values a qcompile artifact records; ``"given"``, ``normalization`` for an artifact
+    that records none; ``"dataset"``, the train split's, for a plain ONNX file — ``log`` hears when that
+    happens), ``method`` and ``layers`` from the artifact's metadata.
     """
     measures = get_runtime_task(task)
     session = Session(model, providers=providers, spinning=spinning)
     splits = load_dataset(data) if isinstance(data, str) else data
     art = session.artifact
-    from_artifact = art.mean is not None
-    # A qcompile artifact carries its normalisation; a plain fp32 export gets the dataset's train stats.
-    x = normalise(splits.test.x, *((art.mean, art.std) if from_artifact else (splits.mean, splits.std)))
+    used, source = for_scoring(art, splits.mean, splits.std, normalization)
+    if source == "dataset" and log is not None:
+        log(f"{model} is a plain ONNX file that records no normalisation: using the train statistics of {data}")
+    x = used.apply(splits.test.x)
     started = time.perf_counter()
     outputs = session.predict(x, batch_size=batch_size)
     seconds = time.perf_counter() - started
@@ -42,5 +46,5 @@ def score(model: str | Path, data: str | DatasetSplits, batch_size: int = 256,
             **measures.report(outputs, measures.targets(splits.test.x, splits.test.y)), "samples": len(x),
             "seconds": seconds, "samples_per_s": len(x) / seconds if seconds > 0 else float("inf"),
             "providers": session.providers, "spinning": session.spinning,
-            "normalization": "artifact" if from_artifact else "dataset", "method": art.method,
+            "normalization": source, "mean": list(used.mean), "std": list(used.std), "method": art.method,
             "layers": list(art.layers)}

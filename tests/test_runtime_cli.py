@@ -79,7 +79,7 @@ def test_run_reproduces_the_fixture_accuracy_without_torch(runtime_json):
 def test_run_gives_the_numbers_of_qcompile_run(runtime_json):
     ours = runtime_json("run", ARTIFACT, "--data", DATA, "--batch-size", "50", "--providers", "cpu")
     theirs = qcompile_json("run", ARTIFACT, "--data", DATA, "--batch-size", "50", "--providers", "cpu")
-    same = ("ok", "model", "data", "task", "accuracy", "spinning", "correct", "samples", "providers", "normalization", "method", "layers")
+    same = ("ok", "model", "data", "task", "accuracy", "spinning", "mean", "std", "correct", "samples", "providers", "normalization", "method", "layers")
     assert {k: ours[k] for k in same} == {k: theirs[k] for k in same}
     assert set(ours) == set(theirs)
 
@@ -90,6 +90,7 @@ def test_run_text_output(runtime_cli):
     assert out[1].split() == ["accuracy", f"{100 * EXPECTED['accuracy']:.2f}%",
                               f"({EXPECTED['correct']}/{EXPECTED['samples']})"]
     assert out[3].split() == ["providers", "CPUExecutionProvider"] and out[4].split() == ["method", "ste"]
+    assert out[5].startswith("  normalisation  the artifact's: mean [")
 
 
 # ----------------------------------------------------------------------------- bench
@@ -145,6 +146,13 @@ def test_missing_model_is_exit_2_with_a_fix_also_under_json(runtime_cli):
 def test_bad_data_spec_is_a_data_error(runtime_json):
     report = runtime_json("run", ARTIFACT, "--data", "imagenet", expect=2)
     assert report["error"]["type"] == "DataError" and report["error"]["message"] == "unknown data spec 'imagenet'"
+
+
+def test_a_normalisation_that_contradicts_the_artifacts_is_refused(runtime_json):
+    clash = runtime_json("run", ARTIFACT, "--data", DATA, "--norm", "MNIST", expect=2)["error"]
+    assert clash["type"] == "NormalizationError" and "records its normalisation (artifact: mean " in clash["message"]
+    half = runtime_json("run", ARTIFACT, "--data", DATA, "--mean", "0.5", expect=2)["error"]
+    assert (half["type"], half["message"]) == ("NormalizationError", "mean was given without std")
 
 
 def test_unknown_task_is_a_task_error_before_anything_is_loaded(runtime_json):

@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 
 from qcompile.cli import output as fmt
-from qcompile.cli.options import PROVIDERS, batch_sizes_option, data_option, providers_option
+from qcompile.cli.options import PROVIDERS, batch_sizes_option, data_option, normalization_options, providers_option
 from qcompile.cli.output import Output, Result, reporting
 from qcompile.runtime.cli import bench as runtime_bench
 from qcompile.runtime.cli import run as runtime_run
@@ -32,14 +32,17 @@ onnx_argument = click.argument("model", metavar="MODEL.onnx",
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=256, show_default=True,
               help=runtime_run.BATCH_HELP)
 @click.option("--task", default="classification", show_default=True, metavar="NAME", help=runtime_run.TASK_HELP)
+@normalization_options(runtime_run.NORM_HELP)
 @providers_option
 @spin_option
 @reporting
-def run(out: Output, model: Path, data: str, batch_size: int, task: str, providers: str,
+def run(out: Output, model: Path, data: str, batch_size: int, task: str, norm: dict, providers: str,
         spin: bool | None) -> Result:
+    from qcompile.runtime.normalisation import choose
     from qcompile.runtime.scoring import score
 
-    report = score(model, data, batch_size=batch_size, providers=PROVIDERS[providers], task=task, spinning=spin)
+    report = score(model, data, batch_size=batch_size, providers=PROVIDERS[providers], task=task, spinning=spin,
+                   normalization=choose(**norm), log=out.log)
     return Result(report, render_run)
 
 

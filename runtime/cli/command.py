@@ -88,3 +88,15 @@ def add_providers_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_spin_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spin", action=argparse.BooleanOptionalAction, default=None, help=SPIN_HELP)
+
+
+def add_normalization_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """``--norm NAME`` or ``--mean/--std`` (checked by :func:`qcompile.runtime.normalisation.choose`)."""
+    from qcompile.runtime.normalisation import CHOICES
+
+    parser.add_argument("--norm", type=str.lower, choices=CHOICES, default=None,
+                        help=f"{purpose} A preset ({', '.join(CHOICES[:-1])}; none = images in [0, 1] as they are) "
+                             "or 'data': the training split's per-channel statistics.")
+    parser.add_argument("--mean", metavar="M[,M...]", default=None,
+                        help="Per-channel input mean (one value, or one per channel), with --std; instead of --norm.")
+    parser.add_argument("--std", metavar="S[,S...]", default=None, help="Per-channel input std, with --mean.")

@@ -10,12 +10,17 @@ from collections.abc import Callable
 from typing import Any
 
 from qcompile.runtime.cli.command import (DATA_FORMS, PROVIDERS, Subcommand, add_model_argument,
-                                          add_providers_argument, add_spin_argument, at_least)
+                                          add_normalization_arguments, add_providers_argument, add_spin_argument,
+                                          at_least)
 from qcompile.runtime.cli.text import key_values
 
 SUMMARY = "Score MODEL.onnx on the test split in onnxruntime (classification: accuracy); no torch needed."
 DATA_HELP = f"Dataset whose test split is scored. One of: {DATA_FORMS}."
 BATCH_HELP = "Samples per onnxruntime call."
+NORM_HELP = ("For an artifact that records none (a plain ONNX file, or a qcompile artifact compiled without data); "
+             "an artifact's own is always used [default: a plain ONNX file gets the data's train statistics].")
+NORMALIZATION_SOURCES = {"artifact": "the artifact's", "given": "given",
+                         "dataset": "the data's train statistics (plain ONNX: none recorded)"}
 TASK_HELP = "How the outputs are scored (a registered task; classification reports top-1 accuracy)."
 
 
@@ -26,15 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"{BATCH_HELP} (default: 256)")
     parser.add_argument("--task", default="classification", metavar="NAME",
                         help=f"{TASK_HELP} (default: classification)")
+    add_normalization_arguments(parser, NORM_HELP)
     add_providers_argument(parser)
     add_spin_argument(parser)
 
 
 def execute(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from qcompile.runtime.normalisation import choose
     from qcompile.runtime.scoring import score
 
     return score(args.model, args.data, batch_size=args.batch_size, providers=PROVIDERS[args.providers],
-                 task=args.task, spinning=args.spin)
+                 task=args.task, spinning=args.spin, normalization=choose(args.norm, args.mean, args.std), log=log)
 
 
 def summary(r: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
@@ -46,6 +53,7 @@ def summary(r: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
         ("throughput", f"{r['samples_per_s']:,.0f} samples/s ({r['seconds']:.2f}s)"),
         ("providers", ", ".join(r["providers"])),
         ("method", r["method"] or "— (no qcompile metadata)"),
+        ("normalisation", f"{NORMALIZATION_SOURCES[r['normalization']]}: mean {r['mean']}, std {r['std']}"),
     ]
 
 
