@@ -16,6 +16,9 @@ What it guarantees:
 6. Finite or stopped: a non-finite loss, or non-finite weights about to be checkpointed, raise
    :class:`~qcompile.errors.TrainingDiverged` (see :mod:`qcompile.train.divergence`); the last good
    checkpoint stays as it was.
+7. Every epoch of a model with quantized weights records ``code_flip_rate``, the fraction of weight
+   codes the epoch changed, and warns (progress, and ``warning`` in the epoch's record) when codes
+   froze while the loss is still high, naming the strategy's likely cause (:mod:`.code_flips`).
 
 Callbacks ``cb(event, state)`` get ``'step_end'`` after every step and ``'epoch_end'`` after each
 epoch (after evaluation), both before that point's checkpoint is written, so changes a callback
@@ -41,6 +44,7 @@ from qcompile.modes import preserved_modes
 from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
 from qcompile.train.batches import Batches, check_dataset
+from qcompile.train.code_flips import Snapshot, code_flip_rate, code_snapshot, frozen_codes_warning
 from qcompile.train.config import TrainConfig, resolve_device
 from qcompile.train.divergence import diverged, first_non_finite
 from qcompile.train.objective import LabelsChecked, make_objective
@@ -66,10 +70,11 @@ Callback = Callable[[str, TrainState], None]
 
 @dataclass
 class TrainResult:
-    """Per-epoch history ({epoch, train_loss, train_<metric>, test_<metric>, test_loss, lr, seconds};
-    classification's metric is ``acc``), per-step records of the strategy's extra metrics ({step,
-    epoch, ...}), and the outcome: ``final_test`` is the task's evaluation summary of the model as
-    returned (None without a test set)."""
+    """Per-epoch history ({epoch, train_loss, train_<metric>, test_<metric>, test_loss, lr, seconds},
+    and with quantized weights ``code_flip_rate`` plus ``warning`` on an epoch the frozen-codes guard
+    flagged; classification's metric is ``acc``), per-step records of the strategy's extra metrics
+    ({step, epoch, ...}), and the outcome: ``final_test`` is the task's evaluation summary of the
+    model as returned (None without a test set)."""
 
     history: list[dict[str, Any]]
     step_records: list[dict[str, Any]]
@@ -86,6 +91,11 @@ class TrainResult:
     @property
     def final_test_loss(self) -> float | None:
         return None if self.final_test is None else self.final_test.get("loss")
+
+    @property
+    def warnings(self) -> list[str]:
+        """The guard's warnings, one per flagged epoch ("epoch N: ...")."""
+        return [f"epoch {r['epoch'] + 1}: {r['warning']}" for r in self.history if r.get("warning")]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -126,9 +136,11 @@ class _Run:
     sums: dict[str, float] = field(default_factory=dict)
     count: int = 0
     epoch_seconds: float = 0.0
+    epoch_codes: Snapshot | None = None  # weight codes at the start of the current epoch
 
     FIELDS = ("epoch", "step_in_epoch", "global_step", "history", "step_records", "sums", "count",
-              "epoch_seconds")
+              "epoch_seconds", "epoch_codes")
+    OPTIONAL = {"epoch_codes": None}  # fields a checkpoint from an older version may lack
 
     def add(self, metrics: dict[str, float], n: int) -> None:
         for key, value in metrics.items():
@@ -141,13 +153,14 @@ class _Run:
     def next_epoch(self) -> None:
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self.sums, self.count, self.epoch_seconds = {}, 0, 0.0
+        self.epoch_codes = None
 
     def state_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.FIELDS}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> _Run:
-        return cls(**{name: payload[name] for name in cls.FIELDS})
+        return cls(**{name: payload[name] if name in payload else cls.OPTIONAL[name] for name in cls.FIELDS})
 
 
 def finetune(
@@ -216,6 +229,8 @@ class _Trainer:
     def train(self, display) -> None:
         run, config = self.run, self.config
         while run.epoch < config.epochs and not self._at_max_steps():
+            if run.epoch_codes is None:
+                run.epoch_codes = code_snapshot(self.model)
             display.start_epoch(run.epoch, len(self.batches), run.step_in_epoch)
             self._train_epoch(display)
             if run.step_in_epoch < len(self.batches):
@@ -258,12 +273,26 @@ class _Trainer:
         tested = self.evaluate_test() if self.config.should_evaluate(run.epoch) else None
         run.epoch_seconds += time.perf_counter() - mark
         record = _epoch_record(run, self.task, self.strategy.lr, tested)
+        self._check_codes(record, display)
         self.strategy.epoch_end(run.epoch)
         run.history.append(record)
         self._emit("epoch_end", record)
         display.end_epoch(record)
         run.next_epoch()
         self._save()
+
+    def _check_codes(self, record: dict[str, Any], display) -> None:
+        """Add the epoch's ``code_flip_rate`` and, when the guard fires, its ``warning``."""
+        start = self.run.epoch_codes
+        rate = code_flip_rate(start, code_snapshot(self.model)) if start is not None else None
+        if rate is None:
+            return
+        record["code_flip_rate"] = rate
+        first = self.run.history[0] if self.run.history else record
+        warning = frozen_codes_warning(record, first, self.strategy.frozen_codes_cause())
+        if warning:
+            record["warning"] = warning
+            display.warn(warning)
 
     def evaluate_test(self) -> dict[str, float] | None:
         if self.test is None:

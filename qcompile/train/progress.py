@@ -1,7 +1,7 @@
 """Progress display for finetuning: a rich bar per epoch, plus a one-line summary when it ends.
 
 Kept apart from the loop so the loop only reports events and tests run silently: the loop talks
-to a :class:`TrainProgress` or to :class:`NullProgress`, which share the same four methods.
+to a :class:`TrainProgress` or to :class:`NullProgress`, which share the same five methods.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,13 +21,16 @@ from rich.progress import (
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """``loss 0.4321  acc 87.5%  lr 1.00e-02  meta_loss 0.12`` — accuracies as percentages."""
+    """``loss 0.4321  acc 87.5%  lr 1.00e-02  code_flip_rate 0.0123%  meta_loss 0.12`` — accuracies and
+    rates as percentages; the guard's ``warning`` is shown by :meth:`TrainProgress.warn`, not here."""
     parts = []
     for key, value in metrics.items():
-        if value is None:
+        if value is None or key == "warning":
             continue
         if isinstance(value, float) and key.endswith("acc"):
             parts.append(f"{key} {100 * value:.1f}%")
+        elif isinstance(value, float) and key.endswith("_rate"):
+            parts.append(f"{key} {100 * value:.3g}%")
         elif key == "lr":
             parts.append(f"lr {value:.2e}")
         elif isinstance(value, float):
@@ -56,6 +60,9 @@ class NullProgress:
 
     def message(self, text: str) -> None:
         """A one-off line (e.g. 'resumed from step 120')."""
+
+    def warn(self, text: str) -> None:
+        """A problem the user should act on (e.g. the frozen-codes guard)."""
 
 
 class TrainProgress(NullProgress):
@@ -97,6 +104,9 @@ class TrainProgress(NullProgress):
 
     def message(self, text: str) -> None:
         self._progress.console.print(text)
+
+    def warn(self, text: str) -> None:
+        self._progress.console.print(f"[bold yellow]warning:[/] {escape(text)}")
 
 
 def make_progress(enabled: bool, epochs: int, console: Console | None = None) -> NullProgress:

@@ -17,6 +17,8 @@ Contract for implementers:
 3. ``epoch_end(epoch)`` is called after each completed epoch (0-based), after evaluation.
 4. ``state_dict()`` returns everything needed for an exact resume, made only of tensors,
    dicts, lists, tuples, numbers, strings and None (checkpoints load with ``weights_only=True``).
+5. ``frozen_codes_cause()`` may name why this strategy's updates cannot change weight codes; the
+   loop quotes it when its frozen-codes guard fires (:mod:`qcompile.train.code_flips`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ class StepStrategy(abc.ABC):
     def extra_metrics(self) -> dict[str, float]:
         """Method-specific values to display and record per step (e.g. a meta-loss). Default: none."""
         return {}
+
+    def frozen_codes_cause(self) -> str | None:
+        """A configuration-specific reason why codes may stop changing, or None (the loop then names
+        the generic one)."""
+        return None
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
