@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,6 +19,7 @@ from qcompile.methods.metaquant import (MetaQuantizer, MetaQuantOptions, MetaQua
                                         RefinedOptimizer, build_meta_net)
 from qcompile.methods.metaquant.chunking import MetaPass
 from qcompile.methods.metaquant.memory import PeakMemory
+from qcompile.methods.metaquant.step import MetaQuantWarning
 from qcompile.passes.strip_for_export import StripForExport
 from qcompile.plan import SitePlan
 from qcompile.quantized_ops import QuantizedOp, quantize_module
@@ -126,19 +128,25 @@ def test_w_grad_is_calib_times_mg_before_adam_refinement():
     torch.testing.assert_close(w.detach(), ref.detach())
 
 
-def test_linear_meta_net_is_collapsed_exactly():
-    """The paper's bias-free linear FC runs in O(N) as c·x, with the same value and φ-gradient."""
+@pytest.mark.parametrize("meta, bias", [("fc-grad", False), ("multifc", True)])
+def test_affine_meta_net_is_collapsed_exactly(meta, bias):
+    """A Linear-only FC (the paper's bias-free one, or with biases) runs in O(N) as c·x + d, with the
+    same value and φ-gradient as running its layers."""
     torch.manual_seed(0)
-    net = build_meta_net(MetaQuantOptions(meta="fc-grad", hidden=10, layers=3))
-    g = torch.randn(50)
-    out, _ = net(g, None)
-    layered = net.fc(g.unsqueeze(1)).squeeze(1)
+    net = build_meta_net(MetaQuantOptions(meta=meta, hidden=10, layers=3, bias=bias))
+    x, g = torch.randn(50), torch.randn(50)
+    out, _ = net(g, x)
+    layered = net.fc((g if meta == "fc-grad" else x).unsqueeze(1)).squeeze(1) * (1 if meta == "fc-grad" else g)
     torch.testing.assert_close(out, layered)
     params = list(net.parameters())
+    assert len(params) == (6 if bias else 3)
     collapsed = torch.autograd.grad(out.square().sum(), params)
     for a, b in zip(collapsed, torch.autograd.grad(layered.square().sum(), params)):
         torch.testing.assert_close(a, b)
-    assert net.gain() == pytest.approx(float(net.fc(torch.ones(1, 1)).detach()), rel=1e-5)
+    c, d = net.gain()
+    at_zero, at_one = (float(net.fc(torch.full((1, 1), v)).detach()) for v in (0.0, 1.0))
+    assert d == pytest.approx(at_zero, rel=1e-5, abs=1e-7) and (d != 0) == bias
+    assert c == pytest.approx(at_one - at_zero, rel=1e-5)
 
 
 def test_lstm_state_is_carried_and_detached():
@@ -356,6 +364,9 @@ def test_options_are_validated_with_hints():
         MetaQuantOptions(forward_mode="stale")
     s = strategy_for(small_cnn(), meta="fc-grad", nonlinearity="relu")
     assert s.meta_net.gain() is None  # a nonlinear meta-net has no single gain
+    assert MetaQuantOptions(bias=None).bias is None
+    with pytest.raises(ConfigError, match="bias must be true or false"):
+        MetaQuantOptions(bias="yes")
 
 
 def test_method_wraps_dorefa_and_bwn_and_refuses_others():
@@ -404,3 +415,86 @@ def test_compile_finetune_export_runs_on_onnxruntime_without_meta_machinery(tmp_
     with torch.no_grad():
         ref = deployable(torch.from_numpy(x)).numpy()
     assert np.abs(Session(path, providers="cpu").predict(x) - ref).max() <= 1e-4
+
+
+# ---------------------------------------------------------------- MultiFC on a sign-symmetric quantizer
+
+
+def bwn_classifier(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """One BWN-quantized Linear layer and 64 samples labelled by a ±1 teacher it can represent."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(quantize_module(nn.Linear(8, 3, bias=False), MetaQuantizer(BWNQuantizer())))
+    g = torch.Generator().manual_seed(1)
+    teacher, x = torch.sign(torch.randn(3, 8, generator=g)), torch.randn(64, 8, generator=g)
+    return model, x, (x @ teacher.T).argmax(1)
+
+
+def test_paper_multifc_on_bwn_multiplies_every_weight_and_never_flips_a_sign():
+    """Bias-free MultiFC: mg = g ⊙ c·W̃ with W̃ = W, so SGD gives W ← W·(1 − lr·c·g): while lr·|c·g| < 1
+    (checked at every step) the factor is positive and no sign can change, though φ keeps training."""
+    model, x, y = bwn_classifier()
+    lr = 0.05
+    with pytest.warns(MetaQuantWarning, match="cannot change a weight's sign"):
+        s = strategy_for(model, lr=lr, meta="multifc", bias=False)
+    assert not s.meta_net_bias and "cannot change a weight's sign" in s.frozen_codes_cause()
+    _, w, q = s.layers[0]
+    s.step(model, x, y, cross_entropy)  # iteration 1 harvests only
+    signs, gains = torch.sign(w.detach()).clone(), []
+    for _ in range(40):
+        c, d = s.meta_net.gain()
+        g, before = q.grad_hat.clone(), w.detach().clone()
+        assert d == 0.0 and float((lr * c * g).abs().max()) < 1
+        s.step(model, x, y, cross_entropy)
+        torch.testing.assert_close(w.detach(), before * (1 - lr * c * g))
+        gains.append(c)
+    assert torch.equal(torch.sign(w.detach()), signs)
+    assert not torch.equal(w.detach(), before) and max(gains) - min(gains) > 0.01
+
+
+def test_default_multifc_on_bwn_has_biases_and_flips_signs():
+    model, x, y = bwn_classifier()
+    lr = 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = strategy_for(model, lr=lr, meta="multifc")
+    assert s.meta_net_bias and s.frozen_codes_cause() is None
+    assert all(m.bias is not None for m in s.meta_net.fc)
+    _, w, q = s.layers[0]
+    s.step(model, x, y, cross_entropy)
+    (c, d), g, before = s.meta_net.gain(), q.grad_hat.clone(), w.detach().clone()
+    s.step(model, x, y, cross_entropy)
+    torch.testing.assert_close(w.detach(), before - lr * g * (c * before + d))  # M(W̃) = c·W̃ + d
+    signs = torch.sign(w.detach()).clone()
+    run_steps(model, s, [(x, y)] * 40)
+    assert int((torch.sign(w.detach()) != signs).sum()) > 0
+
+
+def test_the_bias_default_depends_on_the_quantizer_not_its_name():
+    assert MetaQuantOptions().resolved_bias(sign_symmetric=True)  # MultiFC on BWN
+    assert not MetaQuantOptions().resolved_bias(sign_symmetric=False)  # MultiFC on DoReFa: the paper's
+    assert not MetaQuantOptions(meta="fc-grad").resolved_bias(sign_symmetric=True)
+    assert MetaQuantOptions(bias=False).freezes_signs(True) and not MetaQuantOptions(bias=False).freezes_signs(False)
+    assert BWNQuantizer().sign_symmetric and not DoReFaQuantizer(1).sign_symmetric
+    assert MetaQuantizer(BWNQuantizer()).sign_symmetric
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = strategy_for(small_cnn("dorefa"), meta="multifc")
+    assert not s.meta_net_bias and all(m.bias is None for m in s.meta_net.fc)
+
+
+@pytest.mark.parametrize("bias", [False, None])
+def test_the_loops_guard_catches_the_paper_form_on_bwn(bias):
+    model, x, y = bwn_classifier()
+    train = SimpleNamespace(x=x.numpy(), y=y.numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetaQuantWarning)
+        result = finetune(model, train, None, TrainConfig(epochs=3, batch_size=8, lr=0.1, device="cpu"),
+                          strategy=MetaQuantStep(MetaQuantOptions(meta="multifc", bias=bias)), progress=False)
+    rates = [r["code_flip_rate"] for r in result.history]
+    if bias is False:
+        assert rates == [0.0, 0.0, 0.0]
+        assert len(result.warnings) == 3
+        assert all("Likely cause: MultiFC in the paper's bias-free form on a sign-symmetric quantizer (BWN) "
+                   "cannot change a weight's sign" in w for w in result.warnings)
+    else:
+        assert sum(rates) > 0 and result.warnings == []

@@ -27,6 +27,8 @@ class _ScaleGrad(torch.autograd.Function):
 
 
 class BWNQuantizer(WeightQuantizer):
+    sign_symmetric = True  # W̃ = W
+
     def __init__(self, per_channel: bool = False, alpha_in_grad: bool = True):
         super().__init__()
         self.bits = 1

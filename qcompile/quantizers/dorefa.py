@@ -30,6 +30,7 @@ def dorefa_calibration(w: torch.Tensor) -> torch.Tensor:
 
 class DoReFaQuantizer(WeightQuantizer):
     per_channel = False
+    sign_symmetric = False  # W̃ ∈ [0, 1], ½ at W = 0
 
     def __init__(self, bits: int):
         super().__init__()

@@ -23,6 +23,7 @@ class UniformQuantizer(WeightQuantizer):
         self.bits, self.symmetric, self.per_channel = bits, symmetric, per_channel
         self.qmax_signed = int_range(bits, signed=True)[1]  # symmetric grid: [-qmax, qmax]
         self.qmax_unsigned = int_range(bits, signed=False)[1]  # asymmetric codes: [0, qmax]
+        self.sign_symmetric = symmetric  # W̃ = W/s; the asymmetric grid's zero point is data-dependent
 
     def _params(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, zero_point) per tensor or per channel, both detached."""

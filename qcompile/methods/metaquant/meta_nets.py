@@ -6,7 +6,8 @@ the paper: g is the previous iteration's gradient w.r.t. the quantized weight Ŵ
 pre-quantized weight.
 
     FC-Grad  M(g)                 — with the paper's bias-free, linear FC: a learned gain c·g
-    MultiFC  g ⊙ M(W̃)             — M plays a learned, weight-dependent "STE gate"
+    MultiFC  g ⊙ M(W̃)             — M plays a learned, weight-dependent "STE gate"; with FC
+                                    biases (the default on BWN, see :mod:`.options`) c·W̃ + d
     LSTMFC   g ⊙ FC(LSTM(W̃; h,c)) — each weight keeps its own (h, c) across iterations
 
 Nonlinearity flags are honoured (the reference compares strings with ``is``, so its flags never
@@ -36,37 +37,48 @@ def fc_stack(n_in: int, hidden: int, layers: int, bias: bool, nonlinearity: str 
     return nn.Sequential(*modules)
 
 
-def linear_product(stack: nn.Sequential) -> torch.Tensor | None:
-    """W_L ⋯ W_1 (differentiable) when the stack is bias-free and linear, else None.
+def affine_coefficients(stack: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(c, d), differentiable, with stack(x) = c·x + d when the stack has no nonlinearity, else None
+    (d is None when the stack is also bias-free).
 
-    Such a stack computes stack(x) = c·x with c this product, so :func:`apply_fc` evaluates it in
-    O(N) instead of keeping N × H activations; the function and its gradients w.r.t. every W_k
-    are the same (up to float rounding) as running the layers one by one.
+    A 1-input stack of Linear layers is affine, so :func:`apply_fc` evaluates it in O(N) instead
+    of keeping N × H activations; the function and its gradients w.r.t. every parameter are the
+    same (up to float rounding) as running the layers one by one.
     """
-    product = None
+    c: torch.Tensor | None = None
+    d: torch.Tensor | None = None
     for m in stack:
-        if not isinstance(m, nn.Linear) or m.bias is not None:
+        if not isinstance(m, nn.Linear):
             return None
-        product = m.weight if product is None else m.weight @ product
-    return product
+        c = m.weight if c is None else m.weight @ c
+        d = None if d is None else m.weight @ d
+        if m.bias is not None:
+            d = m.bias if d is None else d + m.bias
+    if c is None or c.numel() != 1:  # only a 1-input, 1-output stack is a scalar affine map
+        return None
+    return c.reshape(()), None if d is None else d.reshape(())
 
 
 def apply_fc(stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """stack applied per element of flat ``x`` (a 1-input stack), collapsed when linear."""
-    product = linear_product(stack)
-    if product is not None:
-        return x * product.reshape(())
-    return stack(x.unsqueeze(1)).squeeze(1)
+    """stack applied per element of flat ``x`` (a 1-input stack), collapsed when affine."""
+    coefficients = affine_coefficients(stack)
+    if coefficients is None:
+        return stack(x.unsqueeze(1)).squeeze(1)
+    c, d = coefficients
+    return x * c if d is None else x * c + d
 
 
-def linear_gain(stack: nn.Sequential) -> float | None:
-    """The scalar c with stack(x) = c·x when the stack is bias-free and linear, else None.
+def affine_gain(stack: nn.Sequential) -> tuple[float, float] | None:
+    """(c, d) as floats when stack(x) = c·x + d (d = 0 without biases), else None.
 
-    For the paper's 2-layer FC-Grad this is Σ_k w2_k·w1_k: without biases or a nonlinearity the whole
-    meta-network is this one learned step-size multiplier, worth logging over training.
+    For the paper's bias-free 2-layer FC-Grad, c = Σ_k w2_k·w1_k: the whole meta-network is then this
+    one learned step-size multiplier, worth logging over training. For MultiFC, d is the gate at W̃ = 0.
     """
-    product = linear_product(stack)
-    return None if product is None else float(product.detach().reshape(()))
+    coefficients = affine_coefficients(stack)
+    if coefficients is None:
+        return None
+    c, d = coefficients
+    return float(c.detach()), 0.0 if d is None else float(d.detach())
 
 
 class MetaNet(nn.Module):
@@ -78,8 +90,8 @@ class MetaNet(nn.Module):
         """The state of ``n`` weights that have no history yet (None for stateless variants)."""
         return None
 
-    def gain(self) -> float | None:
-        """The learned scalar gain when the network is linear (see :func:`linear_gain`)."""
+    def gain(self) -> tuple[float, float] | None:
+        """(c, d) when the network's FC is affine, M(x) = c·x + d (see :func:`affine_gain`)."""
         return None
 
 
@@ -93,8 +105,8 @@ class FCGrad(MetaNet):
     def forward(self, g: torch.Tensor, w_tilde: torch.Tensor, state: State = None):
         return apply_fc(self.fc, g), None
 
-    def gain(self) -> float | None:
-        return linear_gain(self.fc)
+    def gain(self) -> tuple[float, float] | None:
+        return affine_gain(self.fc)
 
 
 class MultiFC(MetaNet):
@@ -107,8 +119,8 @@ class MultiFC(MetaNet):
     def forward(self, g: torch.Tensor, w_tilde: torch.Tensor, state: State = None):
         return g * apply_fc(self.fc, w_tilde), None
 
-    def gain(self) -> float | None:
-        return linear_gain(self.fc)
+    def gain(self) -> tuple[float, float] | None:
+        return affine_gain(self.fc)
 
 
 class LSTMFC(MetaNet):
@@ -135,15 +147,17 @@ class LSTMFC(MetaNet):
         return g * self.head(h).squeeze(1), (h, c)
 
 
-def build_meta_net(options: MetaQuantOptions) -> MetaNet:
-    """The variant named by ``options.meta``, with PyTorch's default initialisation.
+def build_meta_net(options: MetaQuantOptions, sign_symmetric: bool = False) -> MetaNet:
+    """The variant named by ``options.meta``, with PyTorch's default initialisation; FC biases as
+    :meth:`MetaQuantOptions.resolved_bias` decides for a quantizer that is (not) ``sign_symmetric``.
 
     Default init means FC-Grad's initial gain is random and may be negative:
     φ learns the sign within the first iterations, as in the paper.
     """
     o = options
+    bias = o.resolved_bias(sign_symmetric)
     if o.meta == "fc-grad":
-        return FCGrad(o.hidden, o.fc_layers, o.bias, o.nonlinearity)
+        return FCGrad(o.hidden, o.fc_layers, bias, o.nonlinearity)
     if o.meta == "multifc":
-        return MultiFC(o.hidden, o.fc_layers, o.bias, o.nonlinearity)
+        return MultiFC(o.hidden, o.fc_layers, bias, o.nonlinearity)
     return LSTMFC(o.hidden, o.fc_layers, o.nonlinearity)

@@ -57,6 +57,7 @@ class MetaQuantizer(WeightQuantizer):
         self.inner = inner
         self.bits = inner.bits
         self.per_channel = inner.per_channel
+        self.sign_symmetric = inner.sign_symmetric
         self.context: MetaContext | None = None
         self.grad_hat: torch.Tensor | None = None  # g_Ŵ of the last backward
         self.w_tilde: torch.Tensor | None = None  # W̃ of the last training forward

@@ -6,6 +6,17 @@ Eq. (6). Note that these defaults make FC-Grad and MultiFC *linear* in their inp
 single learned gain on the gradient, MultiFC a gain proportional to W̃) —
 set ``nonlinearity`` and/or ``bias`` for a genuinely nonlinear meta-network.
 
+One deviation from the paper, by default: **MultiFC on a sign-symmetric quantizer (BWN) gets FC
+biases.** A bias-free MultiFC has M(0) = 0 for any nonlinearity (none, relu, tanh), so its
+meta-gradient g ⊙ M(W̃) = g ⊙ W̃·h(W̃) vanishes at W̃ = 0. For BWN W̃ = W, and SGD's update
+W ← W·(1 − lr·g·h(W)) is multiplicative: no weight can cross zero, i.e. no code can change, while
+lr·g·h < 1 (a 1-layer example in the tests; none of the benchmark ResNet's 19,464 signs changed in
+750 SGD steps). With biases M(W̃) = c·W̃ + d, and the intercept d acts like an STE gain at W = 0. The paper
+reports no BWN-MultiFC result; the choice between biases and re-centring the input W̃ as DoReFa's
+was made by measurement (docs/BENCHMARKS.md, "MultiFC on BWN"). ``bias=False`` keeps the paper's
+exact form and warns when it freezes signs. DoReFa's W̃ lies in [0, 1] with ½ at W = 0, so its
+MultiFC keeps the paper's bias-free form: it trains as is.
+
 ``CLI_OPTIONS`` are the same settings as command-line flags (``--meta``, ``--meta-hidden``, ...).
 This module imports no torch: ``qcompile --help`` reads it.
 """
@@ -21,6 +32,10 @@ from qcompile.methods.cli_options import CliOption, CliOptions
 from qcompile.validation import is_int, is_number, require
 
 META_NETS = ("fc-grad", "multifc", "lstmfc")
+SIGN_FREEZE = ("MultiFC in the paper's bias-free form on a sign-symmetric quantizer (BWN) cannot change a "
+               "weight's sign: its meta-gradient g ⊙ M(W̃) vanishes at W̃ = W = 0, so SGD multiplies each "
+               "weight by (1 − lr·g·M(W)/W)")
+SIGN_FREEZE_HINT = "leave the MultiFC bias unset (drop --no-meta-bias / bias=False): the default adds FC biases"
 NONLINEARITIES = ("relu", "tanh")
 FORWARD_MODES = ("paper", "reference")
 
@@ -33,8 +48,10 @@ class MetaQuantOptions:
       LSTMFC: g_Ŵ ⊙ FC(LSTM(W̃)) with per-weight state carried across iterations).
     - ``layers``: Linear layers of the FC part — the whole net for FC-Grad/MultiFC (default 2:
       1→H→1), the head after the LSTM for LSTMFC (default 1: H→1). None: the variant's default.
-    - ``nonlinearity``: None, 'relu' or 'tanh' between the FC layers; ``bias``: FC biases
-      (the LSTMFC head always has a bias, as in the paper).
+    - ``nonlinearity``: None, 'relu' or 'tanh' between the FC layers.
+    - ``bias``: FC biases (the LSTMFC head always has one, as in the paper). None (default): off
+      (the paper's form), except MultiFC on a sign-symmetric quantizer, where it is on (see the
+      module docstring); False there is the paper's exact form, which freezes every sign.
     - ``forward_mode``: 'paper' (Eq. 6: the forward uses the update that is then committed) or
       'reference' (the reference code's stale value W_t − lr·π_{t−1}: the previous update, applied twice).
     - ``meta_lr`` / ``meta_lr_decay``: Adam's lr for φ, optionally decayed with the base lr
@@ -49,7 +66,7 @@ class MetaQuantOptions:
     hidden: int = 100
     layers: int | None = None
     nonlinearity: str | None = None
-    bias: bool = False
+    bias: bool | None = None
     forward_mode: str = "paper"
     meta_lr: float = 1e-3
     meta_lr_decay: bool = False
@@ -68,6 +85,17 @@ class MetaQuantOptions:
         if self.layers is not None:
             return self.layers
         return 1 if self.meta == "lstmfc" else 2
+
+    def resolved_bias(self, sign_symmetric: bool) -> bool:
+        """FC biases for quantizers whose W̃ is (``sign_symmetric``) or is not centred on zero."""
+        if self.bias is not None:
+            return self.bias
+        return self.meta == "multifc" and sign_symmetric
+
+    def freezes_signs(self, sign_symmetric: bool) -> bool:
+        """True for the paper's bias-free MultiFC on a sign-symmetric quantizer: no weight can
+        cross zero under SGD (see the module docstring)."""
+        return self.meta == "multifc" and sign_symmetric and not self.resolved_bias(sign_symmetric)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,7 +121,8 @@ def _validate(o: MetaQuantOptions) -> None:
              "FC-Grad/MultiFC: 2 is the paper's 1→H→1; LSTMFC: 1 Linear after the LSTM")
     require(o.nonlinearity is None or o.nonlinearity in NONLINEARITIES,
              f"unknown nonlinearity {o.nonlinearity!r}", f"choose none, {', '.join(NONLINEARITIES)}")
-    require(isinstance(o.bias, bool), f"bias must be true or false, got {o.bias!r}", "the paper uses bias=false")
+    require(o.bias is None or isinstance(o.bias, bool), f"bias must be true or false, got {o.bias!r}",
+             "leave it unset for the default (off, but on for MultiFC with BWN); false is the paper's form")
     require(o.forward_mode in FORWARD_MODES, f"unknown forward_mode {o.forward_mode!r}",
              "'paper' (Eq. 6, default) or 'reference' (the reference code's stale look-ahead)")
     require(is_number(o.meta_lr) and o.meta_lr >= 0,
@@ -118,7 +147,9 @@ CLI_OPTIONS = CliOptions(
                   help="Linear layers of the meta-network's FC part [default: 2 (1→H→1); LSTMFC: 1 after the LSTM]."),
         CliOption("--meta-nonlinearity", "nonlinearity", choices=("none", *NONLINEARITIES),
                   help="Between the FC layers [default: none — as the paper: FC-Grad is then a learned gain]."),
-        CliOption("--meta-bias/--no-meta-bias", "bias", type=bool, help="Biases in the FC layers [default: off]."),
+        CliOption("--meta-bias/--no-meta-bias", "bias", type=bool,
+                  help="Biases in the FC layers [default: off, except MultiFC with --quantizer bwn: on; there "
+                       "--no-meta-bias is the paper's form, which cannot flip any weight's sign]."),
         CliOption("--forward-mode", "forward_mode", choices=FORWARD_MODES,
                   help="'paper' (Eq. 6: the forward uses the update then committed) or 'reference' (the reference "
                        "code's stale look-ahead) [default: paper]."),

@@ -22,18 +22,23 @@ One iteration t ≥ 2, for every meta-quantized layer (W its weight, lr the curr
 7. ``optimizer.step()``: every base parameter p ← p − lr·π — meta weights with their parked
    π, the others with π of their fresh gradients (the same SGD/Adam rule).
 
+The paper's MultiFC freezes every sign on a sign-symmetric quantizer (BWN); the default adds FC
+biases there (:mod:`.options`). Setup warns (:class:`MetaQuantWarning`) when the paper's form is
+chosen anyway, and :meth:`MetaQuantStep.frozen_codes_cause` names it to the loop's frozen-codes guard.
+
 Iteration 1 only harvests g_Ŵ and W̃: nothing is updated (paper Sec. 4.4). φ therefore gets
 gradient only through W_meta: none on iteration 1, none when lr = 0.
 
 Per-step metrics (``extra_metrics``): ``meta_loss`` — the loss φ is trained on, i.e. this batch's
 task loss evaluated at the meta weights W_meta(φ) (so it equals ``loss`` on the same step; absent
 on iteration 1 where φ sees no loss); ``meta_grad_norm`` = ‖∂ℓ/∂φ‖; ``meta_gain`` — the learned
-gain c when the FC meta-net is linear (FC-Grad: M(g) = c·g; MultiFC: M(W̃) = c·W̃);
-``peak_mem_mb`` when memory is measured (:mod:`.memory`).
+gain c when the FC meta-net is affine (FC-Grad: M(g) = c·g; MultiFC: M(W̃) = c·W̃), and with FC
+biases ``meta_offset`` d (M = c·x + d; MultiFC's gate at W̃ = 0); ``peak_mem_mb`` when memory is measured (:mod:`.memory`).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +50,7 @@ from qcompile.methods.metaquant.chunking import MetaPass
 from qcompile.methods.metaquant.memory import PeakMemory, tensor_bytes
 from qcompile.methods.metaquant.meta_nets import State, build_meta_net
 from qcompile.methods.metaquant.meta_quantizer import MetaContext, MetaQuantizer
-from qcompile.methods.metaquant.options import MetaQuantOptions
+from qcompile.methods.metaquant.options import SIGN_FREEZE, SIGN_FREEZE_HINT, MetaQuantOptions
 from qcompile.methods.metaquant.refine import RefinedOptimizer
 from qcompile.quantized_ops import QuantizedOp
 from qcompile.train.config import TrainConfig
@@ -57,6 +62,10 @@ def meta_layers(model: nn.Module) -> list[tuple[str, nn.Parameter, MetaQuantizer
     """(name, weight, meta-quantizer) of every quantized op whose weight quantizer is a MetaQuantizer."""
     return [(name, m.weight, m.weight_quantizer) for name, m in model.named_modules()
             if isinstance(m, QuantizedOp) and isinstance(m.weight_quantizer, MetaQuantizer)]
+
+
+class MetaQuantWarning(UserWarning):
+    """A MetaQuant configuration that trains, but is known to train badly."""
 
 
 @dataclass
@@ -81,6 +90,8 @@ class MetaQuantStep(StepStrategy):
         self.stale: dict[str, torch.Tensor] = {}  # reference mode: π committed last iteration
         self.iteration = 0
         self._extra: dict[str, float] = {}
+        self.meta_net_bias = False
+        self.freezes_signs = False
 
     def setup(self, model: nn.Module, config: TrainConfig) -> None:
         self.layers = meta_layers(model)
@@ -88,7 +99,12 @@ class MetaQuantStep(StepStrategy):
             raise ConfigError("the model has no MetaQuant-quantized layers",
                               hint="quantize the model with method 'metaquant' and a dorefa or bwn weight quantizer")
         device = self.layers[0][1].device
-        self.meta_net = build_meta_net(self.options).to(device)
+        sign_symmetric = any(q.sign_symmetric for _, _, q in self.layers)
+        self.meta_net_bias = self.options.resolved_bias(sign_symmetric)
+        self.freezes_signs = self.options.freezes_signs(sign_symmetric)
+        if self.freezes_signs:
+            warnings.warn(f"{SIGN_FREEZE}; {SIGN_FREEZE_HINT}", MetaQuantWarning, stacklevel=2)
+        self.meta_net = build_meta_net(self.options, sign_symmetric).to(device)
         self.meta_optimizer = torch.optim.Adam(self.meta_net.parameters(), lr=self.options.meta_lr)
         self.meta_scheduler = build_scheduler(self.meta_optimizer, config) if self.options.meta_lr_decay else None
         params = [p for p in model.parameters() if p.requires_grad]
@@ -191,8 +207,15 @@ class MetaQuantStep(StepStrategy):
             extra["meta_grad_norm"] = float(torch.sqrt(sum((g * g).sum() for g in grads))) if grads else 0.0
         gain = self.meta_net.gain()
         if gain is not None:
-            extra["meta_gain"] = gain
+            extra["meta_gain"] = gain[0]
+            if self.meta_net_bias:
+                extra["meta_offset"] = gain[1]
         return extra
+
+    def frozen_codes_cause(self) -> str | None:
+        if self.freezes_signs:
+            return f"{SIGN_FREEZE} ({SIGN_FREEZE_HINT})"
+        return None
 
     def state_bytes(self) -> int:
         """Bytes MetaQuant keeps between iterations (g_Ŵ, W̃, LSTM state, stale π, φ and its Adam)."""
