@@ -98,3 +98,15 @@ def test_compile_bwn_fc_grad_then_finetune_and_resume_keep_steps_once(model):
     steps = json.loads((run_dir / "history.json").read_text())["steps"]
     assert [(r["segment"], r["step"]) for r in steps] == [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5), (1, 6), (1, 7)]
     assert all("meta_gain" in r for r in steps)
+
+
+def test_the_paper_form_of_multifc_on_bwn_freezes_codes_and_the_summary_says_why(model):
+    s = invoke_json("compile", *model["args"], "--method", "metaquant", "--meta", "multifc", "--no-meta-bias",
+                    "--quantizer", "bwn", "--w-bits", "1", "--a-bits", "none", "--optimizer", "sgd", "--data", "digits",
+                    "--epochs", "1", "--batch-size", "512", "--out", model["root"] / "frozen.onnx",
+                    "--run-dir", model["root"] / "run-frozen")
+    assert [r["code_flip_rate"] for r in s["training"]["history"]] == [0.0]
+    (warning,) = s["training"]["warnings"]
+    assert warning.startswith("epoch 1: weight codes frozen: 0% of them changed in epoch 1")
+    assert "Likely cause: MultiFC in the paper's bias-free form on a sign-symmetric quantizer (BWN)" in warning
+    assert s["training"]["history"][0]["warning"] in warning
