@@ -57,6 +57,22 @@ def code_flip_rate(before: Snapshot, after: Snapshot) -> float | None:
     return changed / total
 
 
+def annotate_epoch(record: dict[str, Any], start: Snapshot | None, model: nn.Module,
+                   history: list[dict[str, Any]], cause: str | None) -> str | None:
+    """Add the epoch's ``code_flip_rate`` (codes now vs ``start``) to ``record`` and, when the guard
+    fires, its ``warning``, which is returned. Nothing is added for a model without quantized weights.
+
+    ``history`` holds the run's earlier epoch records (the first one is the loss reference)."""
+    rate = code_flip_rate(start, code_snapshot(model)) if start is not None else None
+    if rate is None:
+        return None
+    record["code_flip_rate"] = rate
+    warning = frozen_codes_warning(record, history[0] if history else record, cause)
+    if warning:
+        record["warning"] = warning
+    return warning
+
+
 def frozen_codes_warning(record: dict[str, Any], first: dict[str, Any], cause: str | None) -> str | None:
     """The guard's message for an epoch ``record`` ({code_flip_rate, train_loss, epoch}), or None.
 

@@ -44,7 +44,7 @@ from qcompile.modes import preserved_modes
 from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
 from qcompile.train.batches import Batches, check_dataset
-from qcompile.train.code_flips import Snapshot, code_flip_rate, code_snapshot, frozen_codes_warning
+from qcompile.train.code_flips import Snapshot, annotate_epoch, code_snapshot
 from qcompile.train.config import TrainConfig, resolve_device
 from qcompile.train.divergence import diverged, first_non_finite
 from qcompile.train.objective import LabelsChecked, make_objective
@@ -273,26 +273,15 @@ class _Trainer:
         tested = self.evaluate_test() if self.config.should_evaluate(run.epoch) else None
         run.epoch_seconds += time.perf_counter() - mark
         record = _epoch_record(run, self.task, self.strategy.lr, tested)
-        self._check_codes(record, display)
+        warning = annotate_epoch(record, run.epoch_codes, self.model, run.history, self.strategy.frozen_codes_cause())
+        if warning:
+            display.warn(warning)
         self.strategy.epoch_end(run.epoch)
         run.history.append(record)
         self._emit("epoch_end", record)
         display.end_epoch(record)
         run.next_epoch()
         self._save()
-
-    def _check_codes(self, record: dict[str, Any], display) -> None:
-        """Add the epoch's ``code_flip_rate`` and, when the guard fires, its ``warning``."""
-        start = self.run.epoch_codes
-        rate = code_flip_rate(start, code_snapshot(self.model)) if start is not None else None
-        if rate is None:
-            return
-        record["code_flip_rate"] = rate
-        first = self.run.history[0] if self.run.history else record
-        warning = frozen_codes_warning(record, first, self.strategy.frozen_codes_cause())
-        if warning:
-            record["warning"] = warning
-            display.warn(warning)
 
     def evaluate_test(self) -> dict[str, float] | None:
         if self.test is None:
