@@ -15,11 +15,10 @@ from torch import fx, nn
 
 from qcompile.errors import ConfigError
 from qcompile.methods import get_method
-from qcompile.methods.metaquant import (MetaQuantizer, MetaQuantOptions, MetaQuantStep,
+from qcompile.methods.metaquant import (MetaQuantizer, MetaQuantOptions, MetaQuantStep, MetaQuantWarning,
                                         RefinedOptimizer, build_meta_net)
 from qcompile.methods.metaquant.chunking import MetaPass
 from qcompile.methods.metaquant.memory import PeakMemory
-from qcompile.methods.metaquant.step import MetaQuantWarning
 from qcompile.passes.strip_for_export import StripForExport
 from qcompile.plan import SitePlan
 from qcompile.quantized_ops import QuantizedOp, quantize_module

@@ -15,8 +15,9 @@ The plug-in has three parts, each in its own module:
 
 Options (``QuantSpec.method_options``) are :class:`MetaQuantOptions`, and their command-line
 flags ``CLI_OPTIONS`` (:mod:`.options`, torch-free: ``qcompile --help`` reads them without
-importing the rest). The plug-in class is :class:`.method.MetaQuant`; this package imports its
-parts on first use.
+importing the rest); their one deviation from the paper (FC biases for MultiFC on BWN, whose
+bias-free form freezes every sign) is explained there. The plug-in class is
+:class:`.method.MetaQuant`; this package imports its parts on first use.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _LAZY = {
     "FCGrad": "meta_nets", "LSTMFC": "meta_nets", "MetaNet": "meta_nets", "MultiFC": "meta_nets",
     "build_meta_net": "meta_nets", "MetaContext": "meta_quantizer", "MetaQuantizer": "meta_quantizer",
     "MetaQuant": "method", "RefinedOptimizer": "refine", "MetaQuantStep": "step", "meta_layers": "step",
+    "MetaQuantWarning": "step",
 }
 
 
