@@ -509,7 +509,7 @@ def figures(plan: Plan, arms: list[Arm], out_dir: Path) -> list[Path]:
     flip_groups = {label: runs for label, runs in flip_groups.items()
                    if runs and all("code_flip_rate" in record for h in runs for record in h)}
     if flip_groups:
-        title = "code flip rate: share of weight codes changed per epoch (mean, min–max over seeds)"
+        title = "code flip rate per epoch (mean, min–max over seeds)"
         paths.append(small_png(plot_curves(flip_groups, out_dir / "metaquant_code_flip_rate.png", "code_flip_rate",
                                            title=title)))
     return paths
