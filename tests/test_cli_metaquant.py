@@ -106,7 +106,10 @@ def test_the_paper_form_of_multifc_on_bwn_freezes_codes_and_the_summary_says_why
                     "--epochs", "1", "--batch-size", "512", "--out", model["root"] / "frozen.onnx",
                     "--run-dir", model["root"] / "run-frozen")
     assert [r["code_flip_rate"] for r in s["training"]["history"]] == [0.0]
-    (warning,) = s["training"]["warnings"]
-    assert warning.startswith("epoch 1: weight codes frozen: 0% of them changed in epoch 1")
-    assert "Likely cause: MultiFC in the paper's bias-free form on a sign-symmetric quantizer (BWN)" in warning
-    assert s["training"]["history"][0]["warning"] in warning
+    setup, frozen = s["warnings"]
+    assert setup["message"].startswith("MultiFC in the paper's bias-free form on a sign-symmetric quantizer (BWN) "
+                                       "cannot change a weight's sign")
+    assert setup["hint"] == frozen["hint"] and "--no-meta-bias" in setup["hint"]
+    assert frozen["message"].startswith("weight codes frozen: 0% of them changed in epoch 1")
+    assert frozen["message"].endswith(f"Likely cause: {setup['message']}")
+    assert s["training"]["history"][0]["warning"] == f"{frozen['message']}\nHow to fix: {frozen['hint']}"

@@ -14,8 +14,8 @@ from torch import nn
 from qcompile.quantized_ops import quantize_module
 from qcompile.quantizers import BWNQuantizer, DoReFaQuantizer
 from qcompile.train import StepOutput, StepStrategy, TrainConfig, finetune
-from qcompile.train.code_flips import (FROZEN_FLIP_RATE, GENERIC_CAUSE, HIGH_LOSS_FRACTION, code_flip_rate,
-                                       code_snapshot, frozen_codes_warning)
+from qcompile.train.code_flips import (FROZEN_FLIP_RATE, GENERIC_CAUSE, HIGH_LOSS_FRACTION, FrozenCodesWarning,
+                                       code_flip_rate, code_snapshot, frozen_codes_warning)
 from qcompile.train.progress import TrainProgress
 
 W0 = [[0.5, -0.25, 0.1, -0.3], [0.2, 0.4, -0.6, 0.05]]
@@ -102,18 +102,24 @@ PLAN = [0, 1, 2, 3, 3, None, 7, None, None]
 
 
 def test_the_loop_records_each_epochs_net_flips_and_warns_on_frozen_codes():
-    result = finetune(bwn_layer(), data(), None, TrainConfig(epochs=3, batch_size=4, device="cpu"),
-                      strategy=FlipStep(PLAN), progress=False)
+    with pytest.warns(FrozenCodesWarning) as caught:
+        result = finetune(bwn_layer(), data(), None, TrainConfig(epochs=3, batch_size=4, device="cpu"),
+                          strategy=FlipStep(PLAN), progress=False)
     assert [r["code_flip_rate"] for r in result.history] == [3 / 8, 0.0, 1 / 8]
     flagged = [r for r in result.history if "warning" in r]
     assert [r["epoch"] for r in flagged] == [1]  # a frozen epoch; its loss is not below half the first one's
-    message = flagged[0]["warning"]
-    assert message.startswith("weight codes frozen: 0% of them changed in epoch 2 (threshold 0.01%) while the "
-                               f"train loss {result.history[1]['train_loss']:.4g} is still ")
-    assert message.endswith(f"Likely cause: {GENERIC_CAUSE}")
-    assert result.warnings == [f"epoch 2: {message}"]
+    (warning,) = [w.message for w in caught if issubclass(w.category, FrozenCodesWarning)]
+    cause, fix = GENERIC_CAUSE
+    assert warning.message == (f"weight codes frozen: 0% of them changed in epoch 2 (threshold 0.01%) while the "
+                               f"train loss {result.history[1]['train_loss']:.4g} is still "
+                               f"{100 * result.history[1]['train_loss'] / result.history[0]['train_loss']:.0f}% of "
+                               f"the first epoch's {result.history[0]['train_loss']:.4g}. Likely cause: {cause}")
+    assert warning.hint == fix
+    assert flagged[0]["warning"] == f"{warning.message}\nHow to fix: {fix}"
+    assert result.warnings == [f"epoch 2: {flagged[0]['warning']}"]
 
 
+@pytest.mark.filterwarnings("ignore::qcompile.train.code_flips.FrozenCodesWarning")
 def test_a_resumed_epoch_compares_with_its_true_start(tmp_path):
     config = TrainConfig(epochs=3, batch_size=4, device="cpu")
     reference = finetune(bwn_layer(), data(), None, config, strategy=FlipStep(PLAN), progress=False)
@@ -142,10 +148,11 @@ def test_a_float_model_has_no_code_flip_rate():
 def test_the_guard_needs_frozen_codes_and_a_high_loss(rate, loss, fires):
     first = {"epoch": 0, "train_loss": 2.0, "code_flip_rate": 0.3}
     record = {"epoch": 4, "train_loss": loss, "code_flip_rate": rate}
-    warning = frozen_codes_warning(record, first, "a named cause")
+    warning = frozen_codes_warning(record, first, ("a named cause", "a named fix"))
     assert (warning is not None) == fires
     if fires:
-        assert "in epoch 5" in warning and warning.endswith("Likely cause: a named cause")
+        assert "in epoch 5" in warning.message and warning.message.endswith("Likely cause: a named cause")
+        assert warning.hint == "a named fix"
     assert frozen_codes_warning({"epoch": 0, "train_loss": 2.0}, first, None) is None  # no quantized weights
 
 

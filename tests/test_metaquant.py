@@ -24,6 +24,7 @@ from qcompile.plan import SitePlan
 from qcompile.quantized_ops import QuantizedOp, quantize_module
 from qcompile.quantizers import BWNQuantizer, DoReFaQuantizer
 from qcompile.train import TrainConfig, cross_entropy, finetune
+from qcompile.train.code_flips import FrozenCodesWarning
 
 QUANTIZERS = {"dorefa": lambda: DoReFaQuantizer(1), "bwn": lambda: BWNQuantizer(per_channel=False)}
 
@@ -435,7 +436,7 @@ def test_paper_multifc_on_bwn_multiplies_every_weight_and_never_flips_a_sign():
     lr = 0.05
     with pytest.warns(MetaQuantWarning, match="cannot change a weight's sign"):
         s = strategy_for(model, lr=lr, meta="multifc", bias=False)
-    assert not s.meta_net_bias and "cannot change a weight's sign" in s.frozen_codes_cause()
+    assert not s.meta_net_bias and "cannot change a weight's sign" in s.frozen_codes_cause()[0]
     _, w, q = s.layers[0]
     s.step(model, x, y, cross_entropy)  # iteration 1 harvests only
     signs, gains = torch.sign(w.detach()).clone(), []
@@ -485,15 +486,18 @@ def test_the_bias_default_depends_on_the_quantizer_not_its_name():
 def test_the_loops_guard_catches_the_paper_form_on_bwn(bias):
     model, x, y = bwn_classifier()
     train = SimpleNamespace(x=x.numpy(), y=y.numpy())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetaQuantWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = finetune(model, train, None, TrainConfig(epochs=3, batch_size=8, lr=0.1, device="cpu"),
                           strategy=MetaQuantStep(MetaQuantOptions(meta="multifc", bias=bias)), progress=False)
     rates = [r["code_flip_rate"] for r in result.history]
+    kinds = [w.category for w in caught]
     if bias is False:
         assert rates == [0.0, 0.0, 0.0]
+        assert kinds == [MetaQuantWarning, FrozenCodesWarning]  # at setup, then once at the first frozen epoch
         assert len(result.warnings) == 3
         assert all("Likely cause: MultiFC in the paper's bias-free form on a sign-symmetric quantizer (BWN) "
                    "cannot change a weight's sign" in w for w in result.warnings)
+        assert caught[1].message.hint.startswith("leave the MultiFC bias unset")
     else:
-        assert sum(rates) > 0 and result.warnings == []
+        assert sum(rates) > 0 and result.warnings == [] and kinds == []

@@ -108,7 +108,7 @@ def run_training(cm, call, options: dict[str, Any], resume: bool, run_dir: Path,
     summary = {"epochs": call.epochs, "steps": result.steps, "seconds": result.seconds,
                "completed": result.completed, "final_test": result.final_test,
                "final_test_acc": result.final_test_acc, "history": result.history,
-               "extra_metrics": summarise_steps(result.step_records), "warnings": result.warnings}
+               "extra_metrics": summarise_steps(result.step_records)}
     return summary, result.step_records
 
 
@@ -349,7 +349,6 @@ def render_summary(console: Console, r: dict[str, Any]) -> None:
         pairs.append(("training", f"{t['epochs']} epoch(s), {t['steps']} steps, {t['seconds']:.1f}s"))
         for name, m in t.get("extra_metrics", {}).items():
             pairs.append((f"  {name}", f"{m['first']:.4g} → {m['last']:.4g} (min {m['min']:.4g}, max {m['max']:.4g})"))
-        pairs += [("  warning", text) for text in t.get("warnings", [])]
     elif "training" in r:
         pairs.append(("training", "none (calibration only)"))
     if "normalization" in r:

@@ -12,7 +12,7 @@ weights a flip is a sign change. It is the net change over the epoch: a code tha
 back within it is not counted. Cost: quantizing each weight twice per epoch, and one int16 copy of
 the codes (kept in the checkpoint, so a resumed epoch still compares with its true start).
 
-Guard (:func:`frozen_codes_warning`): an epoch is flagged when ``code_flip_rate`` < ``FROZEN_FLIP_RATE``
+Guard (:func:`frozen_codes_warning`, a :class:`FrozenCodesWarning`): an epoch is flagged when ``code_flip_rate`` < ``FROZEN_FLIP_RATE``
 (fewer than 1 code in 10,000 changed) while its train loss is at least ``HIGH_LOSS_FRACTION`` of the
 first epoch's (the loss has not even halved since training began). The loss is compared with the
 run's own first epoch because what counts as a high loss depends on the task. Both thresholds and
@@ -26,13 +26,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from qcompile.errors import QCompileWarning
 from qcompile.quantized_ops import QuantizedOp
 
 FROZEN_FLIP_RATE = 1e-4
 HIGH_LOSS_FRACTION = 0.5
-GENERIC_CAUSE = ("the updates no longer move any weight across a code boundary: a learning rate too small "
-                 "for the quantizer's step, or a gradient that vanishes or is scaled down (e.g. by BWN's α); "
-                 "raise the learning rate or check the method's gradient")
+Cause = tuple[str, str]  # (the likely cause, how to fix it)
+GENERIC_CAUSE: Cause = (
+    "the updates no longer move any weight across a code boundary: a learning rate too small for the quantizer's "
+    "step, or a gradient that vanishes or is scaled down (e.g. by BWN's α)",
+    "raise the learning rate, or check the method's gradient")
+
+
+class FrozenCodesWarning(QCompileWarning):
+    """Weight codes stopped changing while the train loss is still high (see the module docstring)."""
+
 
 Snapshot = dict[str, torch.Tensor]
 
@@ -58,23 +66,22 @@ def code_flip_rate(before: Snapshot, after: Snapshot) -> float | None:
 
 
 def annotate_epoch(record: dict[str, Any], start: Snapshot | None, model: nn.Module,
-                   history: list[dict[str, Any]], cause: str | None) -> str | None:
+                   history: list[dict[str, Any]], cause: Cause | None) -> FrozenCodesWarning | None:
     """Add the epoch's ``code_flip_rate`` (codes now vs ``start``) to ``record`` and, when the guard
-    fires, its ``warning``, which is returned. Nothing is added for a model without quantized weights.
-
-    ``history`` holds the run's earlier epoch records (the first one is the loss reference)."""
+    fires, its ``warning`` (the text of the returned warning). Nothing is added for a model without
+    quantized weights. ``history`` holds the run's earlier epoch records (the first is the loss reference)."""
     rate = code_flip_rate(start, code_snapshot(model)) if start is not None else None
     if rate is None:
         return None
     record["code_flip_rate"] = rate
     warning = frozen_codes_warning(record, history[0] if history else record, cause)
-    if warning:
-        record["warning"] = warning
+    if warning is not None:
+        record["warning"] = str(warning)
     return warning
 
 
-def frozen_codes_warning(record: dict[str, Any], first: dict[str, Any], cause: str | None) -> str | None:
-    """The guard's message for an epoch ``record`` ({code_flip_rate, train_loss, epoch}), or None.
+def frozen_codes_warning(record: dict[str, Any], first: dict[str, Any], cause: Cause | None) -> FrozenCodesWarning | None:
+    """The guard's warning for an epoch ``record`` ({code_flip_rate, train_loss, epoch}), or None.
 
     ``first`` is the run's first epoch record; ``cause`` the step strategy's diagnosis, if it has one.
     """
@@ -83,7 +90,8 @@ def frozen_codes_warning(record: dict[str, Any], first: dict[str, Any], cause: s
         return None
     if loss < HIGH_LOSS_FRACTION * reference:
         return None
-    return (f"weight codes frozen: {100 * rate:.3g}% of them changed in epoch {record['epoch'] + 1} "
-            f"(threshold {100 * FROZEN_FLIP_RATE:.3g}%) while the train loss {loss:.4g} is still "
-            f"{100 * loss / reference:.0f}% of the first epoch's {reference:.4g}. "
-            f"Likely cause: {cause or GENERIC_CAUSE}")
+    text, fix = cause or GENERIC_CAUSE
+    return FrozenCodesWarning(
+        f"weight codes frozen: {100 * rate:.3g}% of them changed in epoch {record['epoch'] + 1} "
+        f"(threshold {100 * FROZEN_FLIP_RATE:.3g}%) while the train loss {loss:.4g} is still "
+        f"{100 * loss / reference:.0f}% of the first epoch's {reference:.4g}. Likely cause: {text}", hint=fix)

@@ -17,8 +17,9 @@ What it guarantees:
    :class:`~qcompile.errors.TrainingDiverged` (see :mod:`qcompile.train.divergence`); the last good
    checkpoint stays as it was.
 7. Every epoch of a model with quantized weights records ``code_flip_rate``, the fraction of weight
-   codes the epoch changed, and warns (progress, and ``warning`` in the epoch's record) when codes
-   froze while the loss is still high, naming the strategy's likely cause (:mod:`.code_flips`).
+   codes the epoch changed, and warns when codes froze while the loss is still high, naming the
+   strategy's likely cause (:mod:`.code_flips`): on the progress and as ``warning`` in each flagged
+   epoch's record, and once per run as a :class:`~qcompile.train.code_flips.FrozenCodesWarning`.
 
 Callbacks ``cb(event, state)`` get ``'step_end'`` after every step and ``'epoch_end'`` after each
 epoch (after evaluation), both before that point's checkpoint is written, so changes a callback
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,8 +276,10 @@ class _Trainer:
         run.epoch_seconds += time.perf_counter() - mark
         record = _epoch_record(run, self.task, self.strategy.lr, tested)
         warning = annotate_epoch(record, run.epoch_codes, self.model, run.history, self.strategy.frozen_codes_cause())
-        if warning:
-            display.warn(warning)
+        if warning is not None:
+            display.warn(str(warning))
+            if not any(r.get("warning") for r in run.history):  # a Python warning once per run, at its first
+                warnings.warn(warning, stacklevel=4)
         self.strategy.epoch_end(run.epoch)
         run.history.append(record)
         self._emit("epoch_end", record)

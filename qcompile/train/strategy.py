@@ -70,9 +70,9 @@ class StepStrategy(abc.ABC):
         """Method-specific values to display and record per step (e.g. a meta-loss). Default: none."""
         return {}
 
-    def frozen_codes_cause(self) -> str | None:
-        """A configuration-specific reason why codes may stop changing, or None (the loop then names
-        the generic one)."""
+    def frozen_codes_cause(self) -> tuple[str, str] | None:
+        """(likely cause, how to fix) when this configuration is known to stop weight codes from
+        changing, or None (the loop's frozen-codes guard then names the generic one)."""
         return None
 
     @abc.abstractmethod

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from qcompile.errors import ConfigError
+from qcompile.errors import ConfigError, QCompileWarning
 from qcompile.methods.metaquant.chunking import MetaPass
 from qcompile.methods.metaquant.memory import PeakMemory, tensor_bytes
 from qcompile.methods.metaquant.meta_nets import State, build_meta_net
@@ -64,7 +64,7 @@ def meta_layers(model: nn.Module) -> list[tuple[str, nn.Parameter, MetaQuantizer
             if isinstance(m, QuantizedOp) and isinstance(m.weight_quantizer, MetaQuantizer)]
 
 
-class MetaQuantWarning(UserWarning):
+class MetaQuantWarning(QCompileWarning):
     """A MetaQuant configuration that trains, but is known to train badly."""
 
 
@@ -103,7 +103,7 @@ class MetaQuantStep(StepStrategy):
         self.meta_net_bias = self.options.resolved_bias(sign_symmetric)
         self.freezes_signs = self.options.freezes_signs(sign_symmetric)
         if self.freezes_signs:
-            warnings.warn(f"{SIGN_FREEZE}; {SIGN_FREEZE_HINT}", MetaQuantWarning, stacklevel=2)
+            warnings.warn(MetaQuantWarning(SIGN_FREEZE, hint=SIGN_FREEZE_HINT), stacklevel=2)
         self.meta_net = build_meta_net(self.options, sign_symmetric).to(device)
         self.meta_optimizer = torch.optim.Adam(self.meta_net.parameters(), lr=self.options.meta_lr)
         self.meta_scheduler = build_scheduler(self.meta_optimizer, config) if self.options.meta_lr_decay else None
@@ -212,10 +212,8 @@ class MetaQuantStep(StepStrategy):
                 extra["meta_offset"] = gain[1]
         return extra
 
-    def frozen_codes_cause(self) -> str | None:
-        if self.freezes_signs:
-            return f"{SIGN_FREEZE} ({SIGN_FREEZE_HINT})"
-        return None
+    def frozen_codes_cause(self) -> tuple[str, str] | None:
+        return (SIGN_FREEZE, SIGN_FREEZE_HINT) if self.freezes_signs else None
 
     def state_bytes(self) -> int:
         """Bytes MetaQuant keeps between iterations (g_Ŵ, W̃, LSTM state, stale π, φ and its Adam)."""
