@@ -13,8 +13,9 @@ Setup (the paper's CIFAR setup, Sec. 5.1, scaled down to two CPU cores):
 * every arm: the same number of iterations (``--epochs`` × 125 steps of batch 64), cosine lr
   schedule, weight decay 0, the same float start; seeds 0..n−1 change the data order and the
   meta-net's initialisation. MetaQuant runs with the plug-in's defaults (hidden 100, bias-free
-  linear FC, forward mode 'paper', meta Adam 1e-3 not decayed) except ``chunk_size=0`` (keep the
-  meta-net graph instead of recomputing it — the same arithmetic, faster on CPU).
+  linear FC — with FC biases for MultiFC on BWN —, forward mode 'paper', meta Adam 1e-3 not decayed)
+  except ``chunk_size=0`` (keep the meta-net graph instead of recomputing it — the same arithmetic,
+  faster on CPU).
 
 Arms (``ARMS``): {DoReFa, BWN} × {SGD lr 1e-3 no momentum, Adam lr 1e-3} × {STE, FC-Grad, MultiFC,
 LSTMFC}; and the controls: STE-SGD at lr ×10, ×30 and ×100 (×100 was added after the first full
