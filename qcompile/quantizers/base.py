@@ -56,8 +56,8 @@ class WeightQuantizer(Quantizer):
 
     ``sign_symmetric``: the pre-quantized weight W̃ that the grid is applied to is centred on zero
     (W̃ = W or W/s), so a code's sign is W's sign and W = 0 is where codes change sign. Learned
-    gradients that scale with W̃ vanish there and can never move a weight across zero (MetaQuant's
-    MultiFC, :mod:`qcompile.methods.metaquant.options`); DoReFa's W̃ lies in [0, 1] with ½ at W = 0.
+    gradients that scale with W̃ vanish there and can never move a weight across zero (a method plug-in
+    that learns such a gradient reads this flag); DoReFa's W̃ lies in [0, 1] with ½ at W = 0.
     """
 
     per_channel: bool = False

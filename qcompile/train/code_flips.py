@@ -2,8 +2,9 @@
 
 QAT moves float weights, but only a code change moves the quantized model. A run whose codes stop
 changing while its loss is high is stuck, whatever its float weights do; the loss curve alone does
-not say so, since BatchNorm and biases keep training. (MetaQuant's paper-form MultiFC on BWN
-changed none of its 19,464 signs in 750 SGD steps while its loss crept down: docs/BENCHMARKS.md.)
+not say so, since BatchNorm and biases keep training. (A learned gradient proportional to a BWN
+weight changed none of a network's 19,464 signs in 750 SGD steps while its loss crept down:
+docs/BENCHMARKS.md, "Code flip rate".)
 
 Definition: :func:`code_snapshot` takes the integer codes of every quantized weight — exactly what
 export stores (``weight_quantizer.codes(weight)``) — at the start of an epoch and again at its end;
