@@ -27,7 +27,7 @@ Memory, two measures applied identically to every contender:
   told to mmap every block ≥ 64 KiB and to return it when freed (``MALLOC_ENV``), so the resident
   set follows the live tensors instead of the allocator's caching.
 
-Goals (issue 3): time ≤ 1.3 × STE, memory ≤ 1.5 × STE; the paper reports +34% time (Sec. 5.5).
+Goals: time ≤ 1.3 × STE, memory ≤ 1.5 × STE; the paper reports +34% time (Sec. 5.5).
 """
 
 from __future__ import annotations

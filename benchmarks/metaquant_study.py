@@ -1,4 +1,4 @@
-"""MetaQuant vs STE on MNIST, with the controls the paper never ran (issue 3, "Benchmark").
+"""MetaQuant vs STE on MNIST, with the controls the paper never ran.
 
     python benchmarks/metaquant_study.py [--jobs 2] [--epochs 6] [--seeds 3] [--quick] [--report-only]
 

@@ -303,7 +303,7 @@ class CompiledModel:
         norm = self.normalization
         spec = InputSpec(shape=(None, *self.example_inputs[0].shape[1:]), dtype="float32",
                          mean=norm.mean if norm else None, std=norm.std if norm else None)
-        return manifest("classifier", method=self.method.name, input=spec,
+        return manifest("classifier", method=self.method.name, task=self.task.name, input=spec,
                         classes=None if self.classes is None else tuple(self.classes))
 
     def export(self, path: str | Path, opset: int | None = None):

@@ -2,7 +2,7 @@
 
 Format 1 (compact JSON, one object)::
 
-    {"format":1,"kind":"classifier","producer":"qcompile 0.2.0","method":"ste",
+    {"format":1,"kind":"classifier","producer":"qcompile 0.2.0","method":"ste","task":"classification",
      "input":{"shape":[null,1,28,28],"dtype":"float32","mean":[0.13],"std":[0.31]},
      "classes":["0","1",...],"layers":[["conv1","Conv2d",4,8,"int4"],...]}
 
@@ -59,6 +59,7 @@ class Manifest:
     producer: str
     format: int = FORMAT_VERSION
     method: str | None = None
+    task: str | None = None  # what the outputs mean (a registered task); None: classification, as 0.1.0 files
     input: InputSpec | None = None
     classes: tuple[str, ...] | None = None
     layers: tuple[dict[str, Any], ...] = ()  # {name, op, w_bits, a_bits, weight_format[, graph]}
@@ -74,8 +75,9 @@ class Manifest:
     def to_json(self) -> str:
         """Compact JSON, checked by the reader's own rules: a manifest the runtime would reject is never written."""
         d: dict[str, Any] = {"format": self.format, "kind": self.kind, "producer": self.producer}
-        if self.method is not None:
-            d["method"] = self.method
+        for key in ("method", "task"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
         if self.input is not None:
             d["input"] = self.input.to_dict()
         if self.classes:
@@ -175,6 +177,7 @@ def _manifest(d: dict[str, Any], fmt: int, source: str) -> Manifest:
         producer=_str(d, "producer", source),
         format=fmt,
         method=None if d.get("method") is None else _str(d, "method", source),
+        task=None if d.get("task") is None else _str(d, "task", source),
         input=None if inp is None else _input(inp, source),
         classes=classes or None,  # 0.1.0 wrote [] for "unknown"
         layers=tuple(_layer(row, source) for row in _list(d, "layers", source)),
@@ -184,7 +187,7 @@ def _manifest(d: dict[str, Any], fmt: int, source: str) -> Manifest:
     )
 
 
-_FIELDS = ("format", "kind", "producer", "method", "input", "classes", "layers", "graphs", "tables")
+_FIELDS = ("format", "kind", "producer", "method", "task", "input", "classes", "layers", "graphs", "tables")
 
 
 def _input(d: dict[str, Any], source: str) -> InputSpec:

@@ -17,12 +17,19 @@ from qcompile.runtime.session import Session
 from qcompile.runtime.tasks import get_runtime_task
 
 
+def artifact_task(artifact) -> str:
+    """The task an artifact's manifest records; classification for a 0.1.0 or foreign file (they record none)."""
+    manifest = artifact.manifest
+    return (manifest.task if manifest is not None else None) or "classification"
+
+
 def score(model: str | Path, data: str | DatasetSplits, batch_size: int = 256,
-          providers: str | Sequence[str] = "auto", task: str = "classification",
+          providers: str | Sequence[str] = "auto", task: str | None = None,
           spinning: bool | None = None, normalization: Normalization | None = None,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``model`` on the test split of ``data`` (a ``--data`` spec or loaded splits); a plain dict.
 
+    ``task`` defaults to the one the artifact records (classification for a file that records none).
     Keys: ``model``, ``data``, ``task`` and the task's figures (classification: ``accuracy``,
     ``correct``), ``samples``, ``seconds`` and ``samples_per_s`` of inference alone, ``providers``,
     ``spinning`` (whether onnxruntime's threads busy-wait; ``None`` asks for the runtime's default),
@@ -31,8 +38,11 @@ def score(model: str | Path, data: str | DatasetSplits, batch_size: int = 256,
     that records none; ``"dataset"``, the train split's, for a plain ONNX file — ``log`` hears when that
     happens), ``method`` and ``layers`` from the artifact's metadata.
     """
-    measures = get_runtime_task(task)
+    measures = get_runtime_task(task) if task else None  # a task given is checked before any file is read
     session = Session(model, providers=providers, spinning=spinning)
+    if measures is None:
+        task = artifact_task(session.artifact)
+        measures = get_runtime_task(task)
     splits = load_dataset(data) if isinstance(data, str) else data
     art = session.artifact
     used, source = for_scoring(art, splits.mean, splits.std, normalization)

@@ -66,7 +66,7 @@ def check_parity(summary: dict) -> None:
 
 
 def test_compile_dorefa_multifc_with_a_step_schedule(model):
-    """The issue's command (on digits, with a step lr schedule): meta metrics summarised and kept per step."""
+    """The README's MetaQuant command (on digits, with a step lr schedule): meta metrics summarised and kept per step."""
     run_dir = model["root"] / "run-multifc"
     s = invoke_json("compile", *model["args"], "--method", "metaquant", "--meta", "multifc", "--quantizer", "dorefa",
                     "--w-bits", "1", "--optimizer", "sgd", "--lr", "1e-3", "--data", "digits", "--epochs", "2",

@@ -269,11 +269,19 @@ def test_api_regression_finetune_save_reload_export_and_parity(tmp_path):
     assert reloaded.task.name == "regression"
     assert reloaded.metrics(splits) == summary
 
-    parity = compare_onnx(cm.graph_module, cm.export(tmp_path / "toy.onnx").path, splits.test, MEAN, STD,
-                          task=cm.task)
+    exported = cm.export(tmp_path / "toy.onnx").path
+    parity = compare_onnx(cm.graph_module, exported, splits.test, MEAN, STD, task=cm.task)
     assert set(parity) == {"mse_torch", "mse_ort", "max_abs_diff", "samples"} and parity["samples"] == 64
     assert parity["max_abs_diff"] <= 1e-4
     assert parity["mse_torch"] == pytest.approx(summary["mse"], rel=1e-5)
+
+    # the artifact records its task, and scoring it uses that task unless told otherwise
+    from qcompile.runtime.scoring import score
+    from qcompile.runtime.session import Session
+
+    assert Session(exported).artifact.manifest.task == "regression"
+    report = score(exported, splits)
+    assert report["task"] == "regression" and report["mse"] == pytest.approx(parity["mse_ort"], rel=1e-6)
 
 
 # ---------------------------------------------------------------- the runtime half

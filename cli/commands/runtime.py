@@ -31,7 +31,8 @@ onnx_argument = click.argument("model", metavar="MODEL.onnx",
 @data_option(required=True, help="Dataset whose test split is scored.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=256, show_default=True,
               help=runtime_run.BATCH_HELP)
-@click.option("--task", default="classification", show_default=True, metavar="NAME", help=runtime_run.TASK_HELP)
+@click.option("--task", default=None, metavar="NAME",
+              help=f"{runtime_run.TASK_HELP} [default: the artifact's; classification if it records none]")
 @normalization_options(runtime_run.NORM_HELP)
 @providers_option
 @spin_option

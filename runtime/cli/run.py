@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", "-d", required=True, metavar="SPEC", help=DATA_HELP)
     parser.add_argument("--batch-size", "-b", type=at_least(1), default=256, metavar="N",
                         help=f"{BATCH_HELP} (default: 256)")
-    parser.add_argument("--task", default="classification", metavar="NAME",
-                        help=f"{TASK_HELP} (default: classification)")
+    parser.add_argument("--task", default=None, metavar="NAME",
+                        help=f"{TASK_HELP} (default: the artifact's; classification if it records none)")
     add_normalization_arguments(parser, NORM_HELP)
     add_providers_argument(parser)
     add_spin_argument(parser)
