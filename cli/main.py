@@ -16,6 +16,7 @@ from qcompile.cli.commands.inspection import inspect
 from qcompile.cli.commands.pipeline import compile_command, export, finetune
 from qcompile.cli.commands.report import report
 from qcompile.cli.commands.runtime import bench, run
+from qcompile.cli.commands.synthesize import synthesize
 from qcompile.cli.output import CliState, render_error
 from qcompile.errors import ActionableError
 from qcompile.version import __version__
@@ -59,6 +60,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       qcompile demo
     Typical flow:
       qcompile inspect model.py:build --weights w.pt --input-shape 1,1,28,28
+      qcompile synthesize model.py:build --weights w.pt --input-shape 1,1,28,28 --out pool.npz
       qcompile compile model.py:build --weights w.pt --input-shape 1,1,28,28 \\
           --w-bits 4 --a-bits 8 --data mnist:DIR --epochs 2 --out m.onnx
       qcompile run m.onnx --data mnist:DIR
@@ -70,7 +72,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = CliState(debug=debug)
 
 
-for command in (demo, inspect, compile_command, finetune, export, run, bench, report):
+for command in (demo, inspect, synthesize, compile_command, finetune, export, run, bench, report):
     cli.add_command(command)
 
 
