@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ from qcompile.version import __version__
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
+        raise ConfigError(f"unknown device {str(device)!r}", hint="use auto, cpu, cuda or cuda:N")
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
