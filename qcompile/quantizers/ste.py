@@ -21,6 +21,16 @@ class _RoundSTE(torch.autograd.Function):
         return grad
 
 
+class _FloorSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
 class _SignSTE(torch.autograd.Function):
     """sign with sign(0) = +1 (binary codes must be two-valued); gradient gated by |x| <= 1."""
 
@@ -41,6 +51,11 @@ class _SignSTE(torch.autograd.Function):
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """round(x) forward, identity backward."""
     return _RoundSTE.apply(x)
+
+
+def floor_ste(x: torch.Tensor) -> torch.Tensor:
+    """floor(x) forward, identity backward (mid-rise grids: floor(x) + ½ is the nearest half-integer)."""
+    return _FloorSTE.apply(x)
 
 
 def sign_ste(x: torch.Tensor, limit: float | None = 1.0) -> torch.Tensor:

@@ -1,0 +1,27 @@
+"""DynaDFQ (Hong, Baik et al., WACV 2025): data-free quantization with per-image bit widths.
+
+Built so far (one concept per module):
+
+- :mod:`.nested` — per-channel weight quantizer at any candidate width, with nested codes (one stored
+  code per weight; lower widths are its top bits) and the decoding formula;
+- :mod:`.activation` — per-tensor activation quantizer at any candidate width from one frozen range.
+
+The synthetic data it trains on is :mod:`qcompile.synthesis` (``qcompile synthesize``). The bit selector,
+its training and the runtime's per-image dispatch are not built yet. Parts are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {"NestedWeightQuantizer": "nested", "candidate_widths": "nested", "truncate_codes": "nested",
+         "MultiBitActivationQuantizer": "activation"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)
