@@ -393,6 +393,7 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
                              first_layer=first_layer, last_layer=last_layer, overrides=dict(layer_bits or {}),
                              method_options=dict(method_options or {}))
     plugin = get_method(spec.method, spec.method_options)
+    spec = plugin.plan_spec(spec)
     gm = trace(copy.deepcopy(float_model), leaf_modules)
     plan = build_plan(gm, spec)
     gm, reports = run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan),

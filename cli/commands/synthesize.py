@@ -55,6 +55,8 @@ def checkpoint_path(out_path: Path) -> Path:
               help="Most label mass moved off the anchor (< 0.5: the anchor stays the most likely class).")
 @click.option("--augment-prob", type=FiniteFloat(0, 1), default=0.5, show_default=True,
               help="Probability that a step sees a random crop (and flip) of the images.")
+@click.option("--clamp/--no-clamp", default=True, show_default=True,
+              help="Keep pixels in the image range [0, 1] (the pool calibrates activation ranges for real images).")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Mirror images in augmented steps.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of labels, initial images and augmentation.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
@@ -65,7 +67,7 @@ def checkpoint_path(out_path: Path) -> Path:
 def synthesize(out: Output, source: dict[str, Any], images: int, out_path: Path, preview: Path | None,
                batch_size: int, steps: int, lr: float, ce_weight: float, similarity: str, group_size: int,
                groups: str, mixing: str, hard_fraction: float, eps_min: float, eps_max: float, augment_prob: float,
-               flip: bool, seed: int, device: str, resume: bool, norm: dict[str, Any]) -> Result:
+               clamp: bool, flip: bool, seed: int, device: str, resume: bool, norm: dict[str, Any]) -> Result:
     """Synthesise a labelled image pool from MODEL's BatchNorm statistics and classifier (no real data).
 
     \b
@@ -97,6 +99,7 @@ def synthesize(out: Output, source: dict[str, Any], images: int, out_path: Path,
     normalization = normalization.for_channels(shapes[0][1])
     config = SynthesisConfig(
         images=images, batch_size=batch_size, steps=steps, lr=lr, ce_weight=ce_weight, similarity=similarity, seed=seed,
+        clamp=clamp,
         labels=SoftLabelConfig(group_size=group_size, hard_fraction=hard_fraction, eps_min=eps_min, eps_max=eps_max,
                                groups=groups, mixing=mixing),
         augment=AugmentConfig(p=augment_prob, flip=flip))

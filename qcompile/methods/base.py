@@ -8,6 +8,7 @@ changes:
 hook                    decides                                             consulted by
 ======================  ==================================================  =============================
 ``cli_options``         its own command-line options (plain data)           ``compile``/``inspect`` CLI
+``plan_spec``           the spec's widths, where its own options set them   ``qcompile.compile``
 ``weight_quantizer``    the weight quantizer of each planned site           InsertWeightQuantizers
 ``activation_quantizer``  the input quantizer of each site                  InsertActivationQuantizers
 ``extra_passes``        fx passes after quantizer insertion                 ``qcompile.compile``
@@ -57,6 +58,12 @@ class Method:
         self.options = dict(options or {})
 
     # ----------------------------------------------------------------- quantize
+    def plan_spec(self, spec: QuantSpec) -> QuantSpec:
+        """The spec the plan is built from: ``spec`` itself, or with the fields the method's own options
+        decide (e.g. one ``--bits`` for weights and activations), so the plan, ``inspect``, labels and the
+        run directory state what is really quantized. Must be idempotent (a saved run is planned again)."""
+        return spec
+
     def weight_quantizer(self, site: SitePlan) -> WeightQuantizer:
         from qcompile.quantizers import make_weight_quantizer
 

@@ -32,10 +32,10 @@ _REGISTRY: dict[str, type[Method]] = {}
 _BUILTIN = {
     "ste": Builtin("qcompile.methods.ste"),
     "metaquant": Builtin("qcompile.methods.metaquant.method", "qcompile.methods.metaquant.options:CLI_OPTIONS"),
+    "dynadfq": Builtin("qcompile.methods.dynadfq.method", "qcompile.methods.dynadfq.options:CLI_OPTIONS"),
 }
 PLANNED = {
     "universal": "universal quantization (subtractive dither, soft rounding)",
-    "dynadfq": "DynaDFQ (data-free synthesis + per-image bit selector)",
 }
 
 

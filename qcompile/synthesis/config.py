@@ -14,8 +14,14 @@ from qcompile.synthesis.similarity import METRICS
 @dataclass(frozen=True)
 class SynthesisConfig:
     """Defaults follow the IntraQ/HAST direct-synthesis recipe (see docs of :mod:`qcompile.synthesis`), except
-    ``steps`` (500 rather than 1,000 per batch: the CPU budget) and the loss weight ``ce_weight`` (the
-    paper's value is unknown; the BN term here is a mean over layers)."""
+
+    1. ``steps``: 500 rather than 1,000 per batch (the CPU budget);
+    2. ``ce_weight``: the paper's value is unknown (the BN term here is a mean over layers);
+    3. ``clamp``: pixels are kept in the image range [0, 1] (the recipe leaves them free). The pool
+       calibrates activation ranges, and unclamped images spread far beyond what real inputs reach
+       (normalised MNIST pixels span [−0.42, 2.83]; unclamped synthetic ones reached [−6.4, 7.9]), so the
+       first layer's 4-bit input grid calibrated on them is too coarse for real images.
+    """
 
     images: int = 2048
     batch_size: int = 256
@@ -25,6 +31,7 @@ class SynthesisConfig:
     min_lr: float = 1e-4
     ce_weight: float = 1.0             # λ_CE in L = L_BNS + λ_CE · L_CE(soft)
     similarity: str = "dot"
+    clamp: bool = True                 # keep pixels in [0, 1] (image space) after every step
     labels: SoftLabelConfig = field(default_factory=SoftLabelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0

@@ -89,8 +89,9 @@ def synthesize(model: nn.Module, input_shape: tuple[int, ...], config: Synthesis
     started = time.perf_counter()
     for b in range(len(done["records"]), config.batches):
         lo, hi = b * config.batch_size, min((b + 1) * config.batch_size, config.images)
+        bounds = ((0 - mean_t) / std_t, (1 - mean_t) / std_t) if config.clamp else None
         x, record = _optimise_batch(gm, parts, plan.labels[lo:hi].to(device), (hi - lo, *input_shape), b, config,
-                                    device, progress)
+                                    device, progress, bounds)
         with torch.no_grad():
             p = torch.softmax(gm(x).float(), dim=1).cpu()
         done["images"].append((x.detach().cpu() * std_t.reshape(1, -1, 1, 1) + mean_t.reshape(1, -1, 1, 1)).numpy())
@@ -125,9 +126,16 @@ def _per_channel(values: tuple[float, ...] | float, channels: int, name: str) ->
 
 
 def _optimise_batch(gm: nn.Module, parts, labels: torch.Tensor, shape: tuple[int, ...], batch: int,
-                    config: SynthesisConfig, device: torch.device, progress) -> tuple[torch.Tensor, dict[str, Any]]:
+                    config: SynthesisConfig, device: torch.device, progress,
+                    bounds: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Optimise one batch; ``bounds`` (per-channel low, high in model-input space) clamp it after every step."""
     generator = torch.Generator().manual_seed(config.seed + 1 + batch)
-    x = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
+    x = torch.randn(shape, generator=generator).to(device)
+    if bounds is not None:
+        view = (1, -1, *[1] * (len(shape) - 2))
+        low, high = (b.reshape(view).to(device) for b in bounds)
+        x = torch.maximum(torch.minimum(x, high), low)
+    x.requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=config.plateau_patience,
                                                            min_lr=config.min_lr)
@@ -145,6 +153,9 @@ def _optimise_batch(gm: nn.Module, parts, labels: torch.Tensor, shape: tuple[int
                                 hint="lower --lr, or check that the model's BatchNorm statistics are finite")
             loss.backward()
             optimizer.step()
+            if bounds is not None:
+                with torch.no_grad():
+                    x.copy_(torch.maximum(torch.minimum(x, high), low))
             scheduler.step(float(loss.detach()))
             metrics = {"bns": float(bns_loss.detach()), "ce": float(ce_loss.detach()),
                        "lr": optimizer.param_groups[0]["lr"]}

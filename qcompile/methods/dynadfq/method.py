@@ -1,0 +1,76 @@
+"""The DynaDFQ plug-in, static configurations for now: which hooks it overrides and with what.
+
+- ``plan_spec``: ``--bits B`` is the width of every quantized layer's weights and input activations
+  (W_bA_b, the configuration DynaDFQ's tables report); ``--a-bits none`` keeps activations float;
+- ``weight_quantizer``: the nested mid-rise per-channel quantizer (:mod:`.nested`) over the candidate
+  widths, in use at B; a layer whose bits a policy or override chose (e.g. ``--first-layer 8bit``) keeps
+  the core's quantizer;
+- ``activation_quantizer``: per-tensor at B from one calibrated, then frozen range (:mod:`.activation`);
+- ``data_source``: the synthetic pool, from ``--data-free POOL`` or ``--data pool:POOL``.
+
+Training is the loop's own step; distillation from the float model is ``--kd-alpha``. The bit selector,
+its training (soft-label CE, mixup of easy images, the BitOPs regulariser) and the runtime's per-image
+dispatch are not built yet: asking for several widths or a BitOPs target says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from qcompile.errors import ConfigError
+from qcompile.methods.base import Method
+from qcompile.methods.dynadfq.activation import MultiBitActivationQuantizer
+from qcompile.methods.dynadfq.nested import NestedWeightQuantizer
+from qcompile.methods.dynadfq.options import CLI_OPTIONS, DynaDFQOptions
+from qcompile.methods.dynadfq.pool_data import PREFIX, pool_splits
+from qcompile.methods.registry import register_method
+from qcompile.plan import QuantSpec
+
+API_DEFAULT_BITS = (4, 8)  # compile()'s w_bits and a_bits when not given
+
+
+@register_method
+class DynaDFQ(Method):
+    name = "dynadfq"
+    summary = "data-free quantization on a synthetic pool (static widths; the per-image bit selector is coming)"
+    paper = "Hong, Baik, Oh & Lee, Diversity, Plausibility, and Difficulty: Dynamic Data-Free Quantization, WACV 2025"
+    cli_options = CLI_OPTIONS
+
+    def __init__(self, options: dict | None = None):
+        super().__init__(options)
+        self.settings = DynaDFQOptions.from_dict(self.options)
+
+    def plan_spec(self, spec: QuantSpec) -> QuantSpec:
+        b = self.settings.width
+        if spec.w_bits not in (API_DEFAULT_BITS[0], b) or spec.a_bits not in (API_DEFAULT_BITS[1], b, None):
+            raise ConfigError(f"--method dynadfq sets both widths with --bits {b}, but --w-bits {spec.w_bits} / "
+                              f"--a-bits {spec.a_bits} ask for others",
+                              hint=f"drop --w-bits/--a-bits (or give --bits as the width you want); --a-bits none "
+                                   "keeps activations float")
+        if spec.quantizer != "uniform":
+            raise ConfigError(f"--method dynadfq uses its own nested weight quantizer, not --quantizer {spec.quantizer}",
+                              hint="drop --quantizer")
+        return replace(spec, w_bits=b, a_bits=None if spec.a_bits is None else b)
+
+    def weight_quantizer(self, site):
+        if site.reason or site.w_bits != self.settings.width:
+            return super().weight_quantizer(site)
+        return NestedWeightQuantizer(self.settings.bits, bits=self.settings.width, per_channel=site.per_channel)
+
+    def activation_quantizer(self, site, signed: bool):
+        if site.a_bits != self.settings.width:
+            return super().activation_quantizer(site, signed)
+        return MultiBitActivationQuantizer(self.settings.bits, signed=signed, bits=self.settings.width)
+
+    def data_source(self, spec, model, example_inputs):
+        if spec is not None and spec.startswith(PREFIX):
+            return pool_splits(spec[len(PREFIX):])
+        if self.settings.pool is None:
+            return None
+        if spec is not None:
+            raise ConfigError(f"both --data-free {self.settings.pool} and --data {spec} were given",
+                              hint="give one: --data-free POOL trains on the synthetic pool, --data on real data")
+        return pool_splits(self.settings.pool)
+
+    def label(self, spec: QuantSpec) -> str:
+        return f"{self.name} W{spec.w_bits}" + (f"A{spec.a_bits}" if spec.a_bits else "")

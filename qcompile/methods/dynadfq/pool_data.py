@@ -1,0 +1,33 @@
+"""A synthetic pool as the splits qcompile trains on: the images with their anchor classes as labels.
+
+The last tenth of the pool (at least one image) is held out as the "test" split, so the accuracy a
+data-free compile reports is on synthetic images it did not train on — agreement with the classes the
+images were synthesised for, not accuracy on real data (its name says so). The normalisation is the
+pool's (the one the model was trained with). Soft labels and difficulty stay in the pool file: the
+training loop's datasets carry class indices, and the static configuration trains with distillation
+from the float model (``--kd-alpha``), whose outputs on these images carry the soft labels' information.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from qcompile.data import ArrayDataset, DatasetSplits
+from qcompile.errors import DataError
+from qcompile.synthesis.pool import load_pool
+
+PREFIX = "pool:"
+
+
+def pool_splits(path: str | Path) -> DatasetSplits:
+    pool = load_pool(path)
+    if len(pool) < 2:
+        raise DataError(f"{path} holds {len(pool)} image(s); training needs at least 2 (one is held out)",
+                        hint="synthesise a larger pool (qcompile synthesize --images N)")
+    held_out = max(1, len(pool) // 10)
+    x, y = np.ascontiguousarray(pool.images, dtype=np.float32), pool.anchors.astype(np.int64)
+    return DatasetSplits(f"{PREFIX}{path} (synthetic; test = {held_out} held-out pool images)",
+                         ArrayDataset(x[:-held_out], y[:-held_out]), ArrayDataset(x[-held_out:], y[-held_out:]),
+                         list(pool.classes), tuple(pool.mean), tuple(pool.std))

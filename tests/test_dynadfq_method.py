@@ -1,0 +1,90 @@
+"""The dynadfq plug-in (static widths): data-free compile on a synthetic pool, exact export, clear "not yet"."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+import qcompile
+from qcompile.cli.main import cli
+from qcompile.errors import ConfigError
+from qcompile.methods import get_method
+from qcompile.methods.dynadfq import NestedWeightQuantizer
+from qcompile.quantized_ops import QuantizedOp
+from qcompile.runtime import Session
+from qcompile.synthesis import SynthesisConfig, save_pool, synthesize
+
+from conftest import TinyBNNet
+
+
+@pytest.fixture(scope="module")
+def pool_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = TinyBNNet()
+    path = tmp_path_factory.mktemp("pool") / "pool.npz"
+    save_pool(synthesize(model, (1, 8, 8), SynthesisConfig(images=40, batch_size=20, steps=5), mean=(0.3,),
+                         std=(0.4,), device="cpu"), path)
+    torch.manual_seed(0)
+    return path, TinyBNNet().eval()
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"bits": "2,3,4"}, "bit selector"), ({"bits": "4", "target_bitops": 3.0}, "bit selector"),
+    ({"bits": "9"}, "from 2 to 8"), ({"bits": "four"}, "from 2 to 8"), ({"bits": "4", "steps": 3}, "unknown DynaDFQ"),
+])
+def test_what_is_not_available_says_so(options, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        get_method("dynadfq", options)
+    assert info.value.hint
+
+
+def test_data_free_compile_exports_nested_codes_exactly(pool_file, tmp_path):
+    path, model = pool_file
+    cm = qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq",
+                          method_options={"bits": "3", "pool": str(path)})
+    assert (cm.plan.spec.w_bits, cm.plan.spec.a_bits) == (3, 3)
+    cm.finetune(epochs=1, lr=1e-3, optimizer="adam", kd_alpha=0.9, progress=False, batch_size=16)
+    assert cm.data.name.startswith("pool:") and len(cm.data.test) == 4 and cm.normalization.mean == pytest.approx((0.3,))
+    report = cm.export(tmp_path / "m.onnx")
+    layers = {row[0]: row for row in json.loads(dict((p.key, p.value) for p in onnx.load(tmp_path / "m.onnx")
+                                                     .metadata_props)["qcompile.manifest"])["layers"]}
+    assert all(row[2:5] == [3, 3, "int4"] for row in layers.values()), layers
+    x = ((cm.data.test.x - 0.3) / 0.4).astype(np.float32)
+    with torch.no_grad():
+        ref = cm.deployable()(torch.from_numpy(x)).numpy()
+    assert np.abs(Session(tmp_path / "m.onnx", providers="cpu").predict(x) - ref).max() <= 1e-4
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(tmp_path / "m.onnx").graph.initializer}
+    for name, m in cm.graph_module.named_modules():
+        if isinstance(m, QuantizedOp):
+            assert isinstance(m.weight_quantizer, NestedWeightQuantizer)
+            codes = m.weight_quantizer.codes(m.weight.detach().cpu())
+            assert np.array_equal(inits[name].astype(np.int64).reshape(codes.codes.shape), codes.codes.numpy())
+    assert report is not None
+
+
+def test_spec_conflicts_and_two_data_sources_are_errors(pool_file):
+    path, model = pool_file
+    with pytest.raises(ConfigError, match="sets both widths"):
+        qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq", w_bits=2, method_options={"bits": "3"})
+    with pytest.raises(ConfigError, match="own nested weight quantizer"):
+        qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq", quantizer="dorefa")
+    with pytest.raises(ConfigError, match="both --data-free"):
+        qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq", data="digits",
+                         method_options={"pool": str(path)})
+    weights_only = qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq", a_bits=None)
+    assert (weights_only.plan.spec.w_bits, weights_only.plan.spec.a_bits) == (4, None)
+
+
+def test_cli_says_dynamic_widths_are_not_yet_available(tmp_path):
+    (tmp_path / "net.py").write_text("from conftest import TinyBNNet\n\ndef build():\n    return TinyBNNet()\n")
+    result = CliRunner().invoke(cli, ["compile", f"{tmp_path / 'net.py'}:build", "--input-shape", "1,1,8,8",
+                                      "--method", "dynadfq", "--bits", "2,3,4", "--out", tmp_path / "m.onnx", "--json"])
+    assert result.exit_code == 2, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert "bit selector" in error["message"] and "--bits 4" in error["hint"]
+    assert not (tmp_path / "m.onnx").exists()
