@@ -18,9 +18,8 @@ class SynthesisConfig:
     1. ``steps``: 500 rather than 1,000 per batch (the CPU budget);
     2. ``ce_weight``: the paper's value is unknown (the BN term here is a mean over layers);
     3. ``clamp``: pixels are kept in the image range [0, 1] (the recipe leaves them free). The pool
-       calibrates activation ranges, and unclamped images spread far beyond what real inputs reach
-       (normalised MNIST pixels span [−0.42, 2.83]; unclamped synthetic ones reached [−6.4, 7.9]), so the
-       first layer's 4-bit input grid calibrated on them is too coarse for real images.
+       calibrates activation ranges, and unclamped images spread far beyond what real inputs reach, so
+       the first layer's 4-bit input grid calibrated on them is too coarse for real images.
     """
 
     images: int = 2048
