@@ -197,7 +197,5 @@ def _resume(path: str | Path | None, fingerprint: dict[str, Any]) -> dict[str, l
         raise ConfigError(f"the checkpoint {path} was made with another {', '.join(changed) or 'setup'}",
                           hint="resume with the model, weights, shape, normalisation and options it was started with, "
                                "or delete the checkpoint to start again")
-    sizes = np.cumsum([r["images"] for r in records]).tolist()
-    split = lambda a: np.split(a, sizes[:-1]) if records else []  # noqa: E731 - one row per finished batch
-    return {"images": split(arrays["images"]), "pred_entropy": split(arrays["pred_entropy"]),
-            "pred_class": split(arrays["pred_class"]), "records": records}
+    boundaries = np.cumsum([r["images"] for r in records]).tolist()[:-1]  # one chunk per finished batch
+    return {**{k: (np.split(a, boundaries) if records else []) for k, a in arrays.items()}, "records": records}
