@@ -200,6 +200,7 @@ class CompiledModel:
         if not quantizers and not reestimate:
             return 0
         splits = self.use_data(data)
+        reestimate = reestimate and not self.method.keeps_batchnorm_statistics(splits)
         seen = self._observe_ranges(splits, quantizers, batches, batch_size)
         if reestimate:
             norm = self.normalization
@@ -259,7 +260,7 @@ class CompiledModel:
                           teacher=teacher, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                           callbacks=(freeze_ranges,), task=self.task)
         self._record(result, resume)
-        if result.completed and bn_reestimate_batches > 0:
+        if result.completed and bn_reestimate_batches > 0 and not self.method.keeps_batchnorm_statistics(splits):
             reestimate_batchnorm(self.graph_module, splits.train, batches=bn_reestimate_batches,
                                  batch_size=config.batch_size, mean=config.mean, std=config.std, task=self.task)
             if splits.test is not None and result.history:
@@ -323,7 +324,9 @@ class CompiledModel:
             raise ExportError(f"the model's {bad!r} holds NaN or inf values: it cannot be exported",
                               hint="training diverged; compile again (with a lower learning rate) instead of "
                                    "exporting this model")
-        if any(s.quantized for s in self.plan.sites) and statistics_unchanged(self.graph_module, self.float_model):
+        kept = self.data is not None and self.method.keeps_batchnorm_statistics(self.data)
+        if any(s.quantized for s in self.plan.sites) and not kept and statistics_unchanged(self.graph_module,
+                                                                                            self.float_model):
             warnings.warn(QCompileWarning(
                 "the BatchNorm statistics are those of the float weights: nothing recomputed them for the quantized "
                 "weights, so the exported model may output huge or meaningless values (1-bit weights above all)",

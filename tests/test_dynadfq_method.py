@@ -67,6 +67,23 @@ def test_data_free_compile_exports_nested_codes_exactly(pool_file, tmp_path):
     assert report is not None
 
 
+def test_on_a_pool_the_float_batchnorm_statistics_are_kept_and_frozen(pool_file, tmp_path, recwarn):
+    from qcompile.methods.dynadfq.step import FrozenBatchNormStep
+    from qcompile.train.batchnorm_stats import statistics_unchanged
+
+    path, model = pool_file
+    cm = qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq", method_options={"pool": str(path)})
+    cm.calibrate()
+    assert isinstance(cm.method.step_strategy(), FrozenBatchNormStep)
+    cm.finetune(epochs=1, lr=1e-2, optimizer="adam", kd_alpha=1.0, progress=False, batch_size=16)
+    assert statistics_unchanged(cm.graph_module, cm.float_model)
+    cm.export(tmp_path / "m.onnx")
+    assert not [w for w in recwarn if "BatchNorm statistics" in str(w.message)]
+    real = qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq", data="digits")
+    assert not statistics_unchanged(real.graph_module, real.float_model)  # real data: re-estimated as usual
+    assert real.method.step_strategy() is None
+
+
 def test_spec_conflicts_and_two_data_sources_are_errors(pool_file):
     path, model = pool_file
     with pytest.raises(ConfigError, match="sets both widths"):

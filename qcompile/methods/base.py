@@ -14,6 +14,7 @@ hook                    decides                                             cons
 ``extra_passes``        fx passes after quantizer insertion                 ``qcompile.compile``
 ``data_source``         data it provides (synthesised, or a named source)   ``CompiledModel.load_data``
 ``step_strategy``       the training step                                   ``CompiledModel.finetune``
+``keeps_batchnorm_statistics``  data on which BN statistics are not re-estimated  ``calibrate``/``finetune``
 ``export_passes``       fx passes on the deployable graph, before ONNX      ``CompiledModel.deployable``
 ``onnx_passes``         ``onnx_ir`` passes inside the ONNX export pipeline   ``CompiledModel.export``
 ``label``               how plots and tables name a run                     run directories, ``report``
@@ -86,6 +87,13 @@ class Method:
         gave none (``spec`` None), e.g. images synthesised from the float ``model``. None: qcompile's
         loaders read ``spec`` (and without a spec there is no data)."""
         return None
+
+    def keeps_batchnorm_statistics(self, data: DatasetSplits) -> bool:
+        """True: on ``data``, keep the float model's BatchNorm statistics — no re-estimation after calibration
+        or training, and no warning at export that nothing recomputed them. For data whose batch statistics
+        are not the real inputs', e.g. images synthesised to *match* the float statistics (re-estimating on
+        them moves the statistics away from what real images produce). Default: re-estimate."""
+        return False
 
     def step_strategy(self) -> StepStrategy | None:
         """None: the loop's standard step (forward, loss, backward, optimizer step)."""

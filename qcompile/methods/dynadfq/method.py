@@ -6,7 +6,9 @@
   widths, in use at B; a layer whose bits a policy or override chose (e.g. ``--first-layer 8bit``) keeps
   the core's quantizer;
 - ``activation_quantizer``: per-tensor at B from one calibrated, then frozen range (:mod:`.activation`);
-- ``data_source``: the synthetic pool, from ``--data-free POOL`` or ``--data pool:POOL``.
+- ``data_source``: the synthetic pool, from ``--data-free POOL`` or ``--data pool:POOL``;
+- ``keeps_batchnorm_statistics`` and ``step_strategy``: on a pool, the float model's BatchNorm statistics
+  are kept (no re-estimation) and frozen during training (:mod:`.step`).
 
 Training is the loop's own step; distillation from the float model is ``--kd-alpha``. The bit selector,
 its training (soft-label CE, mixup of easy images, the BitOPs regulariser) and the runtime's per-image
@@ -22,7 +24,8 @@ from qcompile.methods.base import Method
 from qcompile.methods.dynadfq.activation import MultiBitActivationQuantizer
 from qcompile.methods.dynadfq.nested import NestedWeightQuantizer
 from qcompile.methods.dynadfq.options import CLI_OPTIONS, DynaDFQOptions
-from qcompile.methods.dynadfq.pool_data import PREFIX, pool_splits
+from qcompile.methods.dynadfq.pool_data import PREFIX, is_pool, pool_splits
+from qcompile.methods.dynadfq.step import FrozenBatchNormStep
 from qcompile.methods.registry import register_method
 from qcompile.plan import QuantSpec
 
@@ -39,6 +42,7 @@ class DynaDFQ(Method):
     def __init__(self, options: dict | None = None):
         super().__init__(options)
         self.settings = DynaDFQOptions.from_dict(self.options)
+        self._on_pool = False  # set when data_source serves a pool
 
     def plan_spec(self, spec: QuantSpec) -> QuantSpec:
         b = self.settings.width
@@ -64,13 +68,23 @@ class DynaDFQ(Method):
 
     def data_source(self, spec, model, example_inputs):
         if spec is not None and spec.startswith(PREFIX):
-            return pool_splits(spec[len(PREFIX):])
-        if self.settings.pool is None:
+            path = spec[len(PREFIX):]
+        elif self.settings.pool is None:
             return None
-        if spec is not None:
+        elif spec is not None:
             raise ConfigError(f"both --data-free {self.settings.pool} and --data {spec} were given",
                               hint="give one: --data-free POOL trains on the synthetic pool, --data on real data")
-        return pool_splits(self.settings.pool)
+        else:
+            path = self.settings.pool
+        self._on_pool = True
+        return pool_splits(path)
+
+    def keeps_batchnorm_statistics(self, data) -> bool:
+        return is_pool(data)
+
+    def step_strategy(self):
+        """Frozen BatchNorm statistics when the data is a pool (known once data was loaded), else the standard step."""
+        return FrozenBatchNormStep() if self._on_pool else None
 
     def label(self, spec: QuantSpec) -> str:
         return f"{self.name} W{spec.w_bits}" + (f"A{spec.a_bits}" if spec.a_bits else "")

@@ -21,6 +21,10 @@ from qcompile.synthesis.pool import load_pool
 PREFIX = "pool:"
 
 
+def is_pool(data: DatasetSplits) -> bool:
+    return data.name.startswith(PREFIX)
+
+
 def pool_splits(path: str | Path) -> DatasetSplits:
     pool = load_pool(path)
     if len(pool) < 2:
