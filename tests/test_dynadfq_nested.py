@@ -76,3 +76,23 @@ def test_activation_widths_share_one_frozen_range():
     assert q(torch.zeros(3)).eq(0).all()  # an exact zero at every width
     signed = MultiBitActivationQuantizer((2, 4), signed=True, bits=2)
     assert (signed.qmin, signed.qmax) == (-2, 1)
+
+
+def test_bitops_on_a_known_graph():
+    import qcompile
+    from qcompile.methods.dynadfq import bitops, layer_costs
+
+    from conftest import TinyBNNet
+
+    cm = qcompile.compile(TinyBNNet(), input_shape=(1, 1, 8, 8), method="dynadfq", method_options={"bits": "4"})
+    costs = layer_costs(cm.inspect()["sites"])
+    # conv1 1→8 3×3 on 8×8: 8·9·64; conv2 8→16 3×3 stride 2 → 4×4: 16·8·9·16; fc 16→10
+    assert [(c.name, c.macs) for c in costs] == [("conv1", 4608), ("conv2", 18432), ("fc", 160)]
+    assert bitops(costs) == (4608 + 18432 + 160) * 4 * 4
+    assert bitops(costs, {"conv2": (2, 3)}) == (4608 + 160) * 16 + 18432 * 6
+    assert costs[0].bitops(None, None) == 4608 * 16
+    float_costs = layer_costs(qcompile.compile(TinyBNNet(), input_shape=(1, 1, 8, 8), w_bits=4, a_bits=None)
+                              .inspect()["sites"])
+    assert bitops(float_costs) == (4608 + 18432 + 160) * 4 * 32  # float inputs count 32 bits
+    with pytest.raises(KeyError, match="conv9"):
+        bitops(costs, {"conv9": (2, 2)})

@@ -4,7 +4,10 @@ Built so far (one concept per module):
 
 - :mod:`.nested` — per-channel weight quantizer at any candidate width, with nested codes (one stored
   code per weight; lower widths are its top bits) and the decoding formula;
-- :mod:`.activation` — per-tensor activation quantizer at any candidate width from one frozen range.
+- :mod:`.activation` — per-tensor activation quantizer at any candidate width from one frozen range;
+- :mod:`.cost` — BitOPs per layer and in total (MACs × weight bits × input bits);
+- :mod:`.options`, :mod:`.method`, :mod:`.pool_data`, :mod:`.step` — the plug-in, static widths on a
+  synthetic pool with the float BatchNorm statistics kept.
 
 The synthetic data it trains on is :mod:`qcompile.synthesis` (``qcompile synthesize``). The bit selector,
 its training and the runtime's per-image dispatch are not built yet. Parts are imported on first use.
@@ -15,7 +18,8 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {"NestedWeightQuantizer": "nested", "candidate_widths": "nested", "truncate_codes": "nested",
-         "MultiBitActivationQuantizer": "activation"}
+         "MultiBitActivationQuantizer": "activation", "LayerCost": "cost", "bitops": "cost",
+         "layer_costs": "cost"}
 
 
 def __getattr__(name: str):
