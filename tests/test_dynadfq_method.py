@@ -105,3 +105,36 @@ def test_cli_says_dynamic_widths_are_not_yet_available(tmp_path):
     error = json.loads(result.stdout)["error"]
     assert "bit selector" in error["message"] and "--bits 4" in error["hint"]
     assert not (tmp_path / "m.onnx").exists()
+
+
+TINY_MODEL = '''
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 10))
+'''
+
+
+def test_synthesize_compile_run_from_the_command_line(tmp_path):
+    (tmp_path / "net.py").write_text(TINY_MODEL)
+    torch.save(__import__("runpy").run_path(str(tmp_path / "net.py"))["build"]().state_dict(), tmp_path / "w.pt")
+    model = [f"{tmp_path / 'net.py'}:build", "--weights", tmp_path / "w.pt", "--input-shape", "1,1,8,8"]
+
+    def invoke(*args):
+        result = CliRunner().invoke(cli, [*map(str, args), "--json"])
+        assert result.exit_code == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)
+
+    invoke("synthesize", *model, "--images", 30, "--batch-size", 15, "--steps", 3, "--out", tmp_path / "pool.npz",
+           "--device", "cpu")
+    doc = invoke("compile", *model, "--method", "dynadfq", "--bits", 3, "--data-free", tmp_path / "pool.npz",
+                 "--epochs", 1, "--kd-alpha", 1.0, "--out", tmp_path / "m.onnx", "--run-dir", tmp_path / "run")
+    assert doc["parity"]["max_abs_diff"] <= 1e-4 and doc["parity"]["samples"] == 3
+    assert doc["spec"]["w_bits"] == 3 and doc["spec"]["a_bits"] == 3
+    assert not [w for w in doc.get("warnings", []) if "BatchNorm" in w["message"]]  # kept on purpose on a pool
+    scored = invoke("run", tmp_path / "m.onnx", "--data", "digits")
+    assert scored["samples"] > 0 and 0.0 <= scored["accuracy"] <= 1.0
