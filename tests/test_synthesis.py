@@ -139,6 +139,7 @@ def test_resnet_synthesis_runs_at_3x32x32():
                       mean=(0.49, 0.48, 0.45), std=(0.2, 0.2, 0.2), device="cpu")
     assert pool.images.shape == (4, 3, 32, 32) and pool.labels.shape == (4, 10)
     assert len(pool.provenance["batchnorms"]) == 21
+    assert set(pool.provenance["batches"][0]["bns_per_layer"]) == set(pool.provenance["batchnorms"])
 
 
 def test_pool_round_trip_and_damaged_files(tmp_path):

@@ -63,5 +63,5 @@ class BNStatisticsLoss:
 
     @property
     def per_layer(self) -> dict[str, float]:
-        """The last forward's term per BN layer (for reports)."""
+        """The last forward's term per BN layer: which layers the images still fail to match."""
         return dict(self._per_layer)

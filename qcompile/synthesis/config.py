@@ -57,11 +57,3 @@ class SynthesisConfig:
         d["augment"]["scale"] = list(self.augment.scale)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SynthesisConfig:
-        d = dict(d)
-        labels = SoftLabelConfig(**d.pop("labels", {}))
-        augment = dict(d.pop("augment", {}))
-        if "scale" in augment:
-            augment["scale"] = tuple(augment["scale"])
-        return cls(**d, labels=labels, augment=AugmentConfig(**augment))

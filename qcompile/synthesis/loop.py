@@ -161,8 +161,10 @@ def _optimise_batch(gm: nn.Module, parts, labels: torch.Tensor, shape: tuple[int
                        "lr": optimizer.param_groups[0]["lr"]}
             first = first or metrics
             progress.advance(metrics)
+        per_layer = bns.per_layer
     return x.detach(), {"batch": batch, "images": shape[0], "bns_first": first["bns"], "bns": metrics["bns"],
-                        "ce_first": first["ce"], "ce": metrics["ce"], "seconds": round(time.perf_counter() - started, 3)}
+                        "ce_first": first["ce"], "ce": metrics["ce"], "bns_per_layer": per_layer,
+                        "seconds": round(time.perf_counter() - started, 3)}
 
 
 # ----------------------------------------------------------------------------- checkpoints

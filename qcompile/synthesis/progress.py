@@ -53,7 +53,7 @@ class SynthesisProgress(NullSynthesisProgress):
         self._progress.update(self._task, advance=1, stats=format_metrics(metrics))
 
     def end_batch(self, summary: dict[str, Any]) -> None:
-        shown = {k: v for k, v in summary.items() if k not in ("batch", "seconds", "images")}
+        shown = {k: v for k, v in summary.items() if k not in ("batch", "seconds", "images", "bns_per_layer")}
         self._progress.console.print(f"batch {summary['batch'] + 1}: {summary['images']} images  "
                                      f"{format_metrics(shown)}  ({summary['seconds']:.1f}s)")
 
