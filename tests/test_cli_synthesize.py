@@ -82,6 +82,9 @@ def test_bad_options_exit_2_with_a_fix(model, tmp_path, extra, fragment):
 
 def test_bad_files_and_models_exit_2(model, tmp_path):
     assert "does not end in .npz" in invoke(*base(model, tmp_path / "pool.txt"), expect=2)["error"]["message"]
+    shape = base(model, tmp_path / "p.npz")
+    shape[shape.index("1,1,8,8")] = "1,64"
+    assert "synthesis makes images" in invoke(*shape, expect=2)["error"]["message"]
     doc = invoke(*base(model, tmp_path / "p.npz", "--preview", tmp_path / "grid.jpg"), expect=2)
     assert "does not end in .png" in doc["error"]["message"]
     args = base(model, tmp_path / "p.npz")

@@ -88,9 +88,9 @@ def synthesize(out: Output, source: dict[str, Any], images: int, out_path: Path,
     if preview is not None and preview.suffix.lower() != ".png":
         raise ConfigError(f"preview {preview} does not end in .png", hint="name the grid e.g. grid.png")
     shapes = parse_shapes(source["input_shape"])
-    if len(shapes) != 1 or len(shapes[0]) < 2:
-        raise ConfigError(f"synthesis needs one input with a batch axis, got --input-shape {source['input_shape']}",
-                          hint="give one shape, e.g. 1,1,28,28")
+    if len(shapes) != 1:
+        raise ConfigError(f"synthesis needs a model with one input, got --input-shape {source['input_shape']}",
+                          hint="give one image shape, e.g. 1,1,28,28")
     normalization = choose(norm["norm"] or ("none" if norm["mean"] is None and norm["std"] is None else None),
                            norm["mean"], norm["std"])
     if normalization is None:

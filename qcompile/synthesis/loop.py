@@ -71,6 +71,9 @@ def synthesize(model: nn.Module, input_shape: tuple[int, ...], config: Synthesis
 
     ``input_shape`` is one sample's shape (C, H, W); ``mean``/``std`` (one value or one per channel) the
     normalisation the model expects, so the pool holds images in image space."""
+    if len(input_shape) != 3:
+        raise ConfigError(f"synthesis makes images, but the input shape per sample is {tuple(input_shape)}",
+                          hint="give an image input shape, e.g. --input-shape 1,1,28,28 (batch, channels, height, width)")
     progress = progress or NullSynthesisProgress()
     device = resolve_device(device)
     channels = int(input_shape[0])
@@ -87,14 +90,15 @@ def synthesize(model: nn.Module, input_shape: tuple[int, ...], config: Synthesis
     if done["records"]:
         progress.message(f"resumed after batch {len(done['records'])} of {config.batches} ({checkpoint})")
     started = time.perf_counter()
+    bounds = ((0 - mean_t) / std_t, (1 - mean_t) / std_t) if config.clamp else None
+    view = (1, -1, 1, 1)  # per-channel values against (N, C, H, W)
     for b in range(len(done["records"]), config.batches):
         lo, hi = b * config.batch_size, min((b + 1) * config.batch_size, config.images)
-        bounds = ((0 - mean_t) / std_t, (1 - mean_t) / std_t) if config.clamp else None
         x, record = _optimise_batch(gm, parts, plan.labels[lo:hi].to(device), (hi - lo, *input_shape), b, config,
                                     device, progress, bounds)
         with torch.no_grad():
             p = torch.softmax(gm(x).float(), dim=1).cpu()
-        done["images"].append((x.detach().cpu() * std_t.reshape(1, -1, 1, 1) + mean_t.reshape(1, -1, 1, 1)).numpy())
+        done["images"].append((x.detach().cpu() * std_t.reshape(view) + mean_t.reshape(view)).numpy())
         done["pred_entropy"].append(entropy(p).numpy())
         done["pred_class"].append(p.argmax(dim=1).numpy())
         done["records"].append(record)
