@@ -96,3 +96,59 @@ def test_bitops_on_a_known_graph():
     assert bitops(float_costs) == (4608 + 18432 + 160) * 4 * 32  # float inputs count 32 bits
     with pytest.raises(KeyError, match="conv9"):
         bitops(costs, {"conv9": (2, 2)})
+
+
+class _MultiWidth:
+    """A test plug-in whose every layer has candidates {2,3,4} (the dynadfq method accepts one width so far)."""
+
+    @staticmethod
+    def register():
+        from qcompile.methods import Method, register_method
+
+        class MultiWidth(Method):
+            name = "test-multi-width"
+
+            def weight_quantizer(self, site):
+                return NestedWeightQuantizer((2, 3, 4))
+
+            def activation_quantizer(self, site, signed):
+                return MultiBitActivationQuantizer((2, 3, 4), signed=signed)
+
+        register_method(MultiWidth)
+
+
+def test_any_configuration_exports_its_nested_codes_exactly(tmp_path):
+    import numpy as np
+    import onnx
+
+    import qcompile
+    from qcompile.methods.dynadfq import current_widths, multi_width_layers, set_widths
+    from qcompile.runtime import Session
+
+    from conftest import TinyBNNet
+
+    _MultiWidth.register()
+    torch.manual_seed(0)
+    cm = qcompile.compile(TinyBNNet(), input_shape=(1, 1, 8, 8), method="test-multi-width", data="digits")
+    layers = multi_width_layers(cm.graph_module)
+    stored = {name: op.weight_quantizer.nested_codes(op.weight.detach()).codes for name, op in layers.items()}
+    assert current_widths(cm.graph_module) == {"conv1": (4, 4), "conv2": (4, 4), "fc": (4, 4)}
+    x = ((cm.data.test.x[:64] - np.float32(cm.data.mean[0])) / np.float32(cm.data.std[0])).astype(np.float32)
+    for config in ({"conv1": (2, 4), "conv2": (3, 2), "fc": (4, 3)}, 2):
+        set_widths(cm.graph_module, config)
+        expected = config if isinstance(config, dict) else {name: (2, 2) for name in layers}
+        assert current_widths(cm.graph_module) == expected
+        path = tmp_path / "m.onnx"
+        cm.export(path)
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
+        for name, (w_bits, _) in expected.items():
+            assert np.array_equal(inits[name].astype(np.int64).reshape(stored[name].shape),
+                                  (stored[name] >> (4 - w_bits)).numpy())  # one stored code, truncated
+        with torch.no_grad():
+            ref = cm.deployable()(torch.from_numpy(x)).numpy()
+        assert np.abs(Session(path, providers="cpu").predict(x) - ref).max() <= 1e-4
+    with pytest.raises(ConfigError, match="not a candidate"):
+        set_widths(cm.graph_module, {"conv1": (5, 4), "conv2": (4, 4), "fc": (4, 4)})
+    with pytest.raises(ConfigError, match="missing"):
+        set_widths(cm.graph_module, {"conv1": (4, 4)})
+    assert current_widths(cm.graph_module)["conv1"] == (2, 2)  # a refused configuration changes nothing

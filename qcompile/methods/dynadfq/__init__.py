@@ -5,6 +5,7 @@ Built so far (one concept per module):
 - :mod:`.nested` — per-channel weight quantizer at any candidate width, with nested codes (one stored
   code per weight; lower widths are its top bits) and the decoding formula;
 - :mod:`.activation` — per-tensor activation quantizer at any candidate width from one frozen range;
+- :mod:`.widths` — switch a multi-width model to one configuration (per layer: weight and input width);
 - :mod:`.cost` — BitOPs per layer and in total (MACs × weight bits × input bits);
 - :mod:`.options`, :mod:`.method`, :mod:`.pool_data`, :mod:`.step` — the plug-in, static widths on a
   synthetic pool with the float BatchNorm statistics kept.
@@ -19,7 +20,8 @@ import importlib
 
 _LAZY = {"NestedWeightQuantizer": "nested", "candidate_widths": "nested", "truncate_codes": "nested",
          "MultiBitActivationQuantizer": "activation", "LayerCost": "cost", "bitops": "cost",
-         "layer_costs": "cost"}
+         "layer_costs": "cost", "set_widths": "widths", "current_widths": "widths",
+         "multi_width_layers": "widths"}
 
 
 def __getattr__(name: str):
