@@ -186,3 +186,19 @@ def test_an_interrupted_synthesis_resumes_to_the_same_pool(tmp_path):
     resumed = synthesize(tiny_model(), (1, 8, 8), config, device="cpu", checkpoint=checkpoint, resume=True)
     assert np.array_equal(resumed.images, whole.images) and np.array_equal(resumed.labels, whole.labels)
     assert [r["bns"] for r in resumed.provenance["batches"]] == [r["bns"] for r in whole.provenance["batches"]]
+
+
+def test_diagnostics_on_hand_examples():
+    from qcompile.synthesis import confusion_matrix, similarity_confusion_spearman, spearman, wasserstein_1d
+
+    assert confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3).tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(3 / math.sqrt(10))  # ties: ranks 1, 2.5, 2.5, 4
+    s = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.5], [0.1, 0.5, 1.0]])
+    c = np.array([[50, 8, 0], [6, 50, 2], [1, 3, 50]])  # pair sums: (0,1) 14, (0,2) 1, (1,2) 5 — same order as S
+    assert similarity_confusion_spearman(s, c) == pytest.approx(1.0)
+    assert wasserstein_1d([0.0, 1.0], [0.0, 1.0]) == 0.0
+    assert wasserstein_1d([0.0], [2.5]) == pytest.approx(2.5)
+    assert wasserstein_1d([0.0, 1.0], [1.0, 2.0]) == pytest.approx(1.0)
+    assert wasserstein_1d([0.0, 0.0, 3.0], [1.0]) == pytest.approx((2 * 1 + 2) / 3)

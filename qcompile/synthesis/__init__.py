@@ -10,7 +10,8 @@ One concept per module:
 - :mod:`.config` — the options; :mod:`.progress` — the progress display;
 - :mod:`.loop` — the optimisation loop (:func:`synthesize`), checkpointed per batch;
 - :mod:`.pool` — the pool file (.npz): images, soft labels, difficulty, provenance;
-- :mod:`.preview` — a grid PNG of pool images per class.
+- :mod:`.preview` — a grid PNG of pool images per class;
+- :mod:`.diagnostics` — plausibility (similarity vs real confusions) and difficulty spread (entropy W1).
 
 The recipe follows DynaDFQ (Hong, Baik et al., WACV 2025) on top of the IntraQ/HAST direct synthesis.
 This package imports its parts on first use (the CLI's ``--help`` does not import torch).
@@ -26,7 +27,8 @@ _LAZY = {
     "LabelPlan": "labels", "sample_labels": "labels", "soft_cross_entropy": "labels", "entropy": "labels",
     "AugmentConfig": "augment", "random_view": "augment", "SynthesisConfig": "config",
     "synthesize": "loop", "SyntheticPool": "pool", "save_pool": "pool", "load_pool": "pool",
-    "write_preview": "preview",
+    "write_preview": "preview", "confusion_matrix": "diagnostics", "similarity_confusion_spearman": "diagnostics",
+    "spearman": "diagnostics", "wasserstein_1d": "diagnostics",
 }
 
 
