@@ -32,9 +32,9 @@ _REGISTRY: dict[str, type[Method]] = {}
 _BUILTIN = {
     "ste": Builtin("qcompile.methods.ste"),
     "metaquant": Builtin("qcompile.methods.metaquant.method", "qcompile.methods.metaquant.options:CLI_OPTIONS"),
+    "universal": Builtin("qcompile.methods.universal.method", "qcompile.methods.universal.options:CLI_OPTIONS"),
 }
 PLANNED = {
-    "universal": "universal quantization (subtractive dither, soft rounding)",
     "dynadfq": "DynaDFQ (data-free synthesis + per-image bit selector)",
 }
 
