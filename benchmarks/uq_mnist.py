@@ -1,0 +1,198 @@
+"""Universal quantization on MNIST: STE vs UN vs UQ vs UQ+SR, the gap between the model as trained and as exported.
+
+    python benchmarks/uq_mnist.py [--quick] [--seeds 0,1,2] [--epochs 2]
+
+Data: ../shared/data/mnist, first 8,000 images train, last 2,000 test (``qcompile.data``). Model:
+``examples/mnist_cnn.py:build``, float-pretrained by ``common.float_model`` (cached). Every run starts from
+those float weights: ``qcompile.compile`` (calibration on 1,024 training images) → ``finetune`` (Adam 1e-3,
+cosine, batch 64, ``--epochs`` epochs, no distillation, activation ranges frozen after epoch 1, BatchNorm
+re-estimated with the deployed weights at the end — library defaults) → ``export`` → onnxruntime.
+
+Grid: weights 2 and 3 bits (uniform symmetric per-channel), activations float or 4-bit (every quantized
+layer's input, the network input included), seeds (``--seeds``; the seed sets the init of noise, the data
+order and the dither's global seed). Arms:
+
+- **STE**: ``--method ste`` (round, straight-through gradient); exported hard-rounded;
+- **UN**: ``--method universal --uq-mode un`` (y + u in training); exported hard-rounded (the paper's UN+Q);
+- **UQ**: ``--uq-mode uq`` (⌊y − u⌉ + u with fresh u); exported with the seeded dither (``--uq-export dither``:
+  weights Δ(k + u), activations rounded) — the channel it was trained with;
+- **UQ+SR**: ``--uq-mode sr`` (r_α(s_α(y) + u), α 1 → 30 geometric); exported hard-rounded (α's limit).
+
+Columns, on the 2,000 test images: *train-mode* accuracy (BatchNorm in eval, every UQ node sampling its
+training channel: the model as trained; mean of 4 noise draws; STE has no noise, so it is its eval accuracy),
+*exported* accuracy (the ONNX file in ``qcompile.runtime.Session``), the gap (train-mode − exported), the
+largest |ORT − PyTorch| logit, and for UN/UQ the *other* deployed form in PyTorch eval (UN: dither, i.e.
+UN+UQ; UQ: hard rounding) — same weights, no retraining. ``--quick``: one seed, 2 bits, 20 steps: a smoke
+test, not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+ARMS = {
+    "STE": {"method": "ste"},
+    "UN": {"method": "universal", "method_options": {"mode": "un", "export": "deterministic"}},
+    "UQ": {"method": "universal", "method_options": {"mode": "uq", "export": "dither"}},
+    "UQ+SR": {"method": "universal", "method_options": {"mode": "sr", "export": "deterministic"}},
+}
+OTHER_FORM = {"deterministic": "dither", "dither": "deterministic"}
+QAT = {"lr": 1e-3, "optimizer": "adam", "batch_size": 64, "schedule": "cosine", "device": "cpu"}
+NOISE_DRAWS = 4
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: one seed, 2 bits, 20 steps; JSON marked quick")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/uq_mnist.json)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds [default: 0,1,2]")
+    parser.add_argument("--epochs", type=int, default=2, help="QAT epochs per run [default: 2]")
+    return parser.parse_args()
+
+
+def accuracy(model, x, y) -> float:
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        logits = torch.cat([model(torch.from_numpy(x[i:i + 500])) for i in range(0, len(x), 500)])
+    return float(np.mean(logits.argmax(1).numpy() == y))
+
+
+def train_mode_accuracy(model, x, y, seed: int) -> float:
+    """Mean accuracy over NOISE_DRAWS draws of the training channel, BatchNorm in eval."""
+    import torch
+
+    from qcompile.methods.universal.quantizers import training_channel, universal_nodes
+    from qcompile.modes import preserved_modes
+
+    draws = NOISE_DRAWS if universal_nodes(model) else 1
+    out = []
+    with preserved_modes(model, train=False), training_channel(model):
+        for d in range(draws):
+            torch.manual_seed(10_000 + 100 * seed + d)
+            out.append(accuracy(model, x, y))
+    return statistics.fmean(out)
+
+
+def other_form_accuracy(model, x, y) -> float | None:
+    """Accuracy in PyTorch eval with every universal weight node switched to the other export form."""
+    from qcompile.methods.universal.quantizers import UniversalWeightQuantizer
+    from qcompile.modes import preserved_modes
+
+    nodes = [m for m in model.modules() if isinstance(m, UniversalWeightQuantizer)]
+    if not nodes:
+        return None
+    saved = [n.settings for n in nodes]
+    try:
+        for n in nodes:
+            n.settings = dataclasses.replace(n.settings, export=OTHER_FORM[n.settings.export], mode="uq")
+        with preserved_modes(model, train=False):
+            return accuracy(model, x, y)
+    finally:
+        for n, s in zip(nodes, saved):
+            n.settings = s
+
+
+def run_one(model, splits, arm: str, w_bits: int, a_bits: int | None, seed: int, qat: dict, tmp: Path) -> dict:
+    import numpy as np
+    import torch
+
+    from qcompile.runtime import Session
+
+    options = dict(ARMS[arm])
+    if "method_options" in options:
+        options["method_options"] = {**options["method_options"], "seed": seed}
+    torch.manual_seed(seed)
+    mark = time.perf_counter()
+    compiled = common.compile_variant(model, splits, {**options, "w_bits": w_bits, "a_bits": a_bits})
+    result = compiled.finetune(progress=False, seed=seed, **qat)
+    seconds = time.perf_counter() - mark
+    gm = compiled.graph_module.eval()
+    session_x = splits.test.x
+    path = tmp / f"{arm}-{w_bits}-{a_bits}-{seed}.onnx"
+    compiled.export(path)
+    session = Session(path, providers="CPUExecutionProvider")
+    x = session.normalize(session_x)
+    ort_logits = session.predict(session_x, normalize=True)
+    with torch.no_grad():
+        torch_logits = torch.cat([gm(torch.from_numpy(x[i:i + 500])) for i in range(0, len(x), 500)]).numpy()
+    y = splits.test.y
+    row = {"arm": arm, "w_bits": w_bits, "a_bits": a_bits, "seed": seed,
+           "train_mode_acc": train_mode_accuracy(gm, x, y, seed),
+           "export_acc": float(np.mean(ort_logits.argmax(1) == y)),
+           "torch_eval_acc": float(np.mean(torch_logits.argmax(1) == y)),
+           "max_abs_diff": float(np.max(np.abs(ort_logits.astype(np.float64) - torch_logits))),
+           "other_form_acc": other_form_accuracy(gm, x, y),
+           "file_bytes": path.stat().st_size, "finetune_seconds": round(seconds, 1), "steps": result.steps}
+    row["gap"] = row["train_mode_acc"] - row["export_acc"]
+    return row
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "—"
+    mean = 100 * statistics.fmean(values)
+    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def render(record: dict) -> str:
+    rows = record["rows"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["w_bits"], r["a_bits"], r["arm"]), []).append(r)
+    table = []
+    for (w, a, arm), rs in groups.items():
+        other = [r["other_form_acc"] for r in rs if r["other_form_acc"] is not None]
+        table.append([f"W{w}A{a or 'float'}", arm, len(rs), _ms([r["train_mode_acc"] for r in rs]),
+                      _ms([r["export_acc"] for r in rs]), _ms([r["gap"] for r in rs]),
+                      f"{max(r['max_abs_diff'] for r in rs):.1e}", _ms(other)])
+    return common.markdown_table(
+        ["bits", "arm", "seeds", "train-mode acc %", "exported (ORT) acc %", "gap (train − export) pts",
+         "max abs ORT−PyTorch", "other form, PyTorch %"], table)
+
+
+def main() -> None:
+    args = parse_args()
+    started, load_before = time.perf_counter(), common.load_average()
+    import torch
+
+    torch.set_num_threads(1)
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    bits = (2,) if args.quick else (2, 3)
+    qat = {**QAT, "epochs": 1 if args.quick else args.epochs, **({"max_steps": 20} if args.quick else {})}
+    splits = common.mnist()
+    model, float_info = common.float_model(splits, common.float_recipe(args.quick))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="qcompile-uq-") as tmp:
+        for w_bits in bits:
+            for a_bits in (None, 4):
+                for seed in seeds:
+                    for arm in ARMS:
+                        row = run_one(model, splits, arm, w_bits, a_bits, seed, qat, Path(tmp))
+                        rows.append(row)
+                        print(f"W{w_bits}A{a_bits or 'f'} {arm:6s} seed {seed}: train-mode "
+                              f"{100 * row['train_mode_acc']:.2f}  export {100 * row['export_acc']:.2f}  "
+                              f"other {row['other_form_acc']}  |diff| {row['max_abs_diff']:.1e}  "
+                              f"({row['finetune_seconds']:.0f} s, load {common.load_average()})", file=sys.stderr)
+    path = common.write_results("uq_mnist", args, {
+        "data": {"spec": "mnist:../shared/data/mnist", "train": len(splits.train), "test": len(splits.test)},
+        "float_model": float_info, "qat_recipe": qat, "arms": ARMS, "noise_draws": NOISE_DRAWS, "seeds": seeds,
+        "rows": rows,
+    }, started, load_before)
+    common.finish(path, render)
+
+
+if __name__ == "__main__":
+    main()
