@@ -1,11 +1,11 @@
 """Universal quantization on MNIST: STE vs UN vs UQ vs UQ+SR, the gap between the model as trained and as exported.
 
-    python benchmarks/uq_mnist.py [--quick] [--seeds 0,1,2] [--epochs 2]
+    python benchmarks/uq_mnist.py [--quick] [--seeds 0,1,2] [--epochs 1] [--resume]
 
 Data: ../shared/data/mnist, first 8,000 images train, last 2,000 test (``qcompile.data``). Model:
 ``examples/mnist_cnn.py:build``, float-pretrained by ``common.float_model`` (cached). Every run starts from
 those float weights: ``qcompile.compile`` (calibration on 1,024 training images) → ``finetune`` (Adam 1e-3,
-cosine, batch 64, ``--epochs`` epochs, no distillation, activation ranges frozen after epoch 1, BatchNorm
+cosine, batch 64, ``--epochs`` epochs (1 by default: the 2-core machine is shared), no distillation, activation ranges frozen after epoch 1, BatchNorm
 re-estimated with the deployed weights at the end — library defaults) → ``export`` → onnxruntime.
 
 Grid: weights 2 and 3 bits (uniform symmetric per-channel), activations float or 4-bit (every quantized
@@ -24,12 +24,16 @@ training channel: the model as trained; mean of 4 noise draws; STE has no noise,
 largest |ORT − PyTorch| logit, and for UN/UQ the *other* deployed form in PyTorch eval (UN: dither, i.e.
 UN+UQ; UQ: hard rounding) — same weights, no retraining. ``--quick``: one seed, 2 bits, 20 steps: a smoke
 test, not a result.
+
+The JSON is rewritten after every run (``"complete": false`` until the grid is done), seed by seed, so an
+interrupted benchmark keeps what it measured; ``--resume`` skips the runs the JSON already holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import tempfile
@@ -56,7 +60,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: one seed, 2 bits, 20 steps; JSON marked quick")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/uq_mnist.json)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds [default: 0,1,2]")
-    parser.add_argument("--epochs", type=int, default=2, help="QAT epochs per run [default: 2]")
+    parser.add_argument("--epochs", type=int, default=1, help="QAT epochs per run [default: 1]")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in the JSON, do the rest")
     return parser.parse_args()
 
 
@@ -153,7 +158,7 @@ def render(record: dict) -> str:
     for r in rows:
         groups.setdefault((r["w_bits"], r["a_bits"], r["arm"]), []).append(r)
     table = []
-    for (w, a, arm), rs in groups.items():
+    for (w, a, arm), rs in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] or 0, list(ARMS).index(g[0][2]))):
         other = [r["other_form_acc"] for r in rs if r["other_form_acc"] is not None]
         table.append([f"W{w}A{a or 'float'}", arm, len(rs), _ms([r["train_mode_acc"] for r in rs]),
                       _ms([r["export_acc"] for r in rs]), _ms([r["gap"] for r in rs]),
@@ -174,23 +179,31 @@ def main() -> None:
     qat = {**QAT, "epochs": 1 if args.quick else args.epochs, **({"max_steps": 20} if args.quick else {})}
     splits = common.mnist()
     model, float_info = common.float_model(splits, common.float_recipe(args.quick))
-    rows = []
+    out = args.out or common.RESULTS_DIR / "uq_mnist.json"
+    rows = json.loads(out.read_text())["rows"] if args.resume and out.exists() else []
+    done = {(r["arm"], r["w_bits"], r["a_bits"], r["seed"]) for r in rows}
+    grid = [(seed, w, a, arm) for seed in seeds for w in bits for a in (None, 4) for arm in ARMS]
+
+    def save(complete: bool) -> Path:
+        return common.write_results("uq_mnist", args, {
+            "complete": complete,
+            "data": {"spec": "mnist:../shared/data/mnist", "train": len(splits.train), "test": len(splits.test)},
+            "float_model": float_info, "qat_recipe": qat, "arms": ARMS, "noise_draws": NOISE_DRAWS, "seeds": seeds,
+            "rows": rows,
+        }, started, load_before)
+
     with tempfile.TemporaryDirectory(prefix="qcompile-uq-") as tmp:
-        for w_bits in bits:
-            for a_bits in (None, 4):
-                for seed in seeds:
-                    for arm in ARMS:
-                        row = run_one(model, splits, arm, w_bits, a_bits, seed, qat, Path(tmp))
-                        rows.append(row)
-                        print(f"W{w_bits}A{a_bits or 'f'} {arm:6s} seed {seed}: train-mode "
-                              f"{100 * row['train_mode_acc']:.2f}  export {100 * row['export_acc']:.2f}  "
-                              f"other {row['other_form_acc']}  |diff| {row['max_abs_diff']:.1e}  "
-                              f"({row['finetune_seconds']:.0f} s, load {common.load_average()})", file=sys.stderr)
-    path = common.write_results("uq_mnist", args, {
-        "data": {"spec": "mnist:../shared/data/mnist", "train": len(splits.train), "test": len(splits.test)},
-        "float_model": float_info, "qat_recipe": qat, "arms": ARMS, "noise_draws": NOISE_DRAWS, "seeds": seeds,
-        "rows": rows,
-    }, started, load_before)
+        for seed, w_bits, a_bits, arm in grid:
+            if (arm, w_bits, a_bits, seed) in done:
+                continue
+            row = run_one(model, splits, arm, w_bits, a_bits, seed, qat, Path(tmp))
+            rows.append(row)
+            save(False)
+            print(f"W{w_bits}A{a_bits or 'f'} {arm:6s} seed {seed}: train-mode "
+                  f"{100 * row['train_mode_acc']:.2f}  export {100 * row['export_acc']:.2f}  "
+                  f"other {row['other_form_acc']}  |diff| {row['max_abs_diff']:.1e}  "
+                  f"({row['finetune_seconds']:.0f} s, load {common.load_average()})", file=sys.stderr)
+    path = save(True)
     common.finish(path, render)
 
 
