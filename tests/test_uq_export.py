@@ -148,6 +148,8 @@ def test_compile_dither_export_from_the_command_line_and_run_it_in_both_runtimes
     assert s["parity"]["max_abs_diff"] <= 1e-4 and s["parity"]["acc_ort"] == s["parity"]["acc_torch"]
     ran = invoke_json("run", out, "--data", "digits")
     assert ran["accuracy"] == pytest.approx(s["parity"]["acc_ort"]) and ran["method"] == "universal"
+    bench = invoke_json("bench", out, "--batch-sizes", "1", "--repeats", "2", "--warmup", "1")
+    assert bench["ok"] is True
     script = "from qcompile.runtime.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
     done = python_without(script, "run", out, "--data", "digits", "--json", blocked=("torch",))
     if "scikit-learn" in done.stdout + done.stderr and done.returncode == 2:
@@ -177,3 +179,13 @@ def test_help_lists_the_universal_options():
     text = CliRunner().invoke(cli, ["compile", "--help"]).output
     for flag in ("--uq-mode", "--uq-export", "--uq-alpha-start", "--uq-expected-grads", "--uq-seed", "--uq-levels"):
         assert flag in text
+
+
+def test_size_report_counts_the_regenerated_dither_as_nothing_stored(exported):
+    from qcompile.runtime.size import size_report
+
+    report = size_report(exported["path"])
+    dither = [t for t in report["tensors"] if t["name"].endswith(":weight")]
+    assert (len(dither) == 3) == (exported["export"] == "dither")
+    assert all(t["stored_bytes"] == 0 for t in dither)
+    assert report["bound_bytes"] <= report["file_bytes"]
