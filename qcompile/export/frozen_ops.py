@@ -91,42 +91,34 @@ class FrozenQuantizedOp(nn.Module):
     def decode_weight(self, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Integer-valued float32 weights, times ``scale`` along axis 0 when given; an opaque ONNX node
         while exporting. A weight-only layer passes its output scale, so the exported decode knows the
-        scale and the ONNX lowering can fold it into ``DequantizeLinear`` where that is exact."""
-        if self.dither is not None:
-            return self._dithered_weight(scale)
-        if torch.onnx.is_in_onnx_export():
-            return torch.onnx.ops.symbolic(
-                DECODE_OP,
-                [self.packed_weight, self.zero_point] + ([] if scale is None else [scale]),
-                attrs={
-                    "bits": self.bits,
-                    "signed": int(self.signed),
-                    "shape": list(self.weight_shape),
-                    "multiplier": self.multiplier,
-                    "offset": self.offset,
-                    "axis": 0,
-                },
-                dtype=torch.float32,
-                shape=self.weight_shape,
-                version=DECODE_OPSET_VERSION,
-            )
-        w_ints = self.codes().integers()
+        scale and the ONNX lowering can fold it into ``DequantizeLinear`` where that is exact. With a
+        dither the scale comes after the offsets are added (PyTorch's order), so it is never folded."""
+        if not torch.onnx.is_in_onnx_export():
+            w_ints = self.codes().integers()
+        elif self.dither is None:
+            return self._decode_node(scale)
+        else:
+            w_ints = self._decode_node(None) + torch.onnx.ops.symbolic(
+                DITHER_OP, [], attrs={"name": self.dither.node, "shape": list(self.weight_shape)},
+                dtype=torch.float32, shape=self.weight_shape, version=DECODE_OPSET_VERSION)
         return w_ints if scale is None else w_ints * along_axis(scale, w_ints, 0)
 
-    def _dithered_weight(self, scale: torch.Tensor | None) -> torch.Tensor:
-        """(ints·m + dither numerators) [· scale]: PyTorch's order, in both the eager and the exported form."""
-        if torch.onnx.is_in_onnx_export():
-            codes_only = self.dither
-            self.dither = None
-            try:
-                w_ints = self.decode_weight() + torch.onnx.ops.symbolic(
-                    DITHER_OP, [], attrs={"name": codes_only.node, "shape": list(self.weight_shape)},
-                    dtype=torch.float32, shape=self.weight_shape, version=DECODE_OPSET_VERSION)
-            finally:
-                self.dither = codes_only
-        else:
-            w_ints = self.codes().integers()
-        return w_ints if scale is None else w_ints * along_axis(scale, w_ints, 0)
+    def _decode_node(self, scale: torch.Tensor | None) -> torch.Tensor:
+        return torch.onnx.ops.symbolic(
+            DECODE_OP,
+            [self.packed_weight, self.zero_point] + ([] if scale is None else [scale]),
+            attrs={
+                "bits": self.bits,
+                "signed": int(self.signed),
+                "shape": list(self.weight_shape),
+                "multiplier": self.multiplier,
+                "offset": self.offset,
+                "axis": 0,
+            },
+            dtype=torch.float32,
+            shape=self.weight_shape,
+            version=DECODE_OPSET_VERSION,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is None:
