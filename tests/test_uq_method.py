@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from qcompile.methods.universal.quantizers import (UniversalActivationQuantizer,
 from qcompile.methods.universal.schedule import AlphaScheduleStep, alpha_at
 from qcompile.quantized_ops import quantize_module
 from qcompile.runtime.dither import dither_numerators
-from qcompile.train import TrainConfig, cross_entropy
+from qcompile.train import TrainConfig, cross_entropy, finetune
 
 
 def weight_node(mode: str = "uq", export: str = "deterministic", bits: int = 4, **kw) -> UniversalWeightQuantizer:
@@ -191,3 +192,30 @@ def test_one_bit_weights_and_other_quantizers_are_refused():
 
     with pytest.raises(ConfigError, match="symmetric uniform grid"):
         get_method("universal").weight_quantizer(SitePlan("fc", "Linear", 4, None, "dorefa", False))
+
+
+def test_sr_training_resumed_mid_run_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
+    """The α schedule's step counter and the noise's RNG come back with the checkpoint."""
+    settings = UniversalOptions(mode="sr", alpha_start=1.0, alpha_end=16.0)
+
+    def model(seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        conv = quantize_module(nn.Conv2d(1, 4, 3), UniversalWeightQuantizer(3, True, "c:weight", settings))
+        conv.input_quantizer = UniversalActivationQuantizer(4, True, settings)
+        return nn.Sequential(conv, nn.ReLU(), nn.Flatten(),
+                             quantize_module(nn.Linear(64, 3), UniversalWeightQuantizer(3, True, "l:weight", settings)))
+
+    g = torch.Generator().manual_seed(1)
+    data = SimpleNamespace(x=torch.randn(48, 1, 6, 6, generator=g).numpy(), y=torch.randint(0, 3, (48,), generator=g).numpy())
+    config = dict(epochs=2, batch_size=16, lr=1e-2, optimizer="adam", device="cpu")
+    full = model()
+    finetune(full, data, None, TrainConfig(**config), strategy=AlphaScheduleStep(settings), progress=False)
+    first = model()
+    finetune(first, data, None, TrainConfig(**config, max_steps=4, checkpoint_every=2), strategy=AlphaScheduleStep(settings),
+             checkpoint_dir=tmp_path, progress=False)
+    resumed = model(seed=9)
+    finetune(resumed, data, None, TrainConfig(**config), strategy=AlphaScheduleStep(settings), checkpoint_dir=tmp_path,
+             resume=True, progress=False)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert float(full[0].weight_quantizer.alpha) == pytest.approx(16.0)
