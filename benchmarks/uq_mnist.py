@@ -18,11 +18,13 @@ order and the dither's global seed). Arms:
   weights Δ(k + u), activations rounded) — the channel it was trained with;
 - **UQ+SR**: ``--uq-mode sr`` (r_α(s_α(y) + u), α 1 → 30 geometric); exported hard-rounded (α's limit).
 
-Columns, on the 2,000 test images: *train-mode* accuracy (BatchNorm in eval, every UQ node sampling its
-training channel: the model as trained; mean of 4 noise draws; STE has no noise, so it is its eval accuracy),
+Columns, on the 2,000 test images: *train-mode* accuracy (the model as trained: a training forward, BatchNorm
+on the statistics of batches of 500 and every UQ node sampling its channel with fresh noise; mean of 4 draws;
+STE has no noise),
 *exported* accuracy (the ONNX file in ``qcompile.runtime.Session``), the gap (train-mode − exported), the
 largest |ORT − PyTorch| logit, and for UN/UQ the *other* deployed form in PyTorch eval (UN: dither, i.e.
-UN+UQ; UQ: hard rounding) — same weights, no retraining. ``--quick``: one seed, 2 bits, 20 steps: a smoke
+UN+UQ; UQ: hard rounding) — same weights, BatchNorm re-estimated for that form as ``finetune`` does for the
+exported one. ``--quick``: one seed, 2 bits, 20 steps: a smoke
 test, not a result.
 
 The JSON is rewritten after every run (``"complete": false`` until the grid is done), seed by seed, so an
@@ -75,38 +77,39 @@ def accuracy(model, x, y) -> float:
 
 
 def train_mode_accuracy(model, x, y, seed: int) -> float:
-    """Mean accuracy over NOISE_DRAWS draws of the training channel, BatchNorm in eval."""
+    """The model as trained: a training forward (BatchNorm on batch statistics, every UQ node sampling its
+    channel; activation ranges stay frozen) on batches of 500, mean over NOISE_DRAWS draws, on a copy."""
+    import copy
+
     import torch
 
-    from qcompile.methods.universal.quantizers import training_channel, universal_nodes
-    from qcompile.modes import preserved_modes
+    from qcompile.methods.universal.quantizers import universal_nodes
 
     draws = NOISE_DRAWS if universal_nodes(model) else 1
+    trained = copy.deepcopy(model).train()
     out = []
-    with preserved_modes(model, train=False), training_channel(model):
-        for d in range(draws):
-            torch.manual_seed(10_000 + 100 * seed + d)
-            out.append(accuracy(model, x, y))
+    for d in range(draws):
+        torch.manual_seed(10_000 + 100 * seed + d)
+        out.append(accuracy(trained, x, y))
     return statistics.fmean(out)
 
 
-def other_form_accuracy(model, x, y) -> float | None:
-    """Accuracy in PyTorch eval with every universal weight node switched to the other export form."""
-    from qcompile.methods.universal.quantizers import UniversalWeightQuantizer
-    from qcompile.modes import preserved_modes
+def other_form_accuracy(model, splits, norm, x, y) -> float | None:
+    """Accuracy in PyTorch eval with every universal weight node switched to the other export form and
+    BatchNorm re-estimated for it (as ``finetune`` does for the form it exports), on a copy."""
+    import copy
 
+    from qcompile.methods.universal.quantizers import UniversalWeightQuantizer
+    from qcompile.train.batchnorm_stats import reestimate_batchnorm
+
+    model = copy.deepcopy(model)
     nodes = [m for m in model.modules() if isinstance(m, UniversalWeightQuantizer)]
     if not nodes:
         return None
-    saved = [n.settings for n in nodes]
-    try:
-        for n in nodes:
-            n.settings = dataclasses.replace(n.settings, export=OTHER_FORM[n.settings.export], mode="uq")
-        with preserved_modes(model, train=False):
-            return accuracy(model, x, y)
-    finally:
-        for n, s in zip(nodes, saved):
-            n.settings = s
+    for n in nodes:
+        n.settings = dataclasses.replace(n.settings, export=OTHER_FORM[n.settings.export], mode="uq")
+    reestimate_batchnorm(model, splits.train, mean=norm.mean, std=norm.std)
+    return accuracy(model.eval(), x, y)
 
 
 def run_one(model, splits, arm: str, w_bits: int, a_bits: int | None, seed: int, qat: dict, tmp: Path) -> dict:
@@ -138,7 +141,7 @@ def run_one(model, splits, arm: str, w_bits: int, a_bits: int | None, seed: int,
            "export_acc": float(np.mean(ort_logits.argmax(1) == y)),
            "torch_eval_acc": float(np.mean(torch_logits.argmax(1) == y)),
            "max_abs_diff": float(np.max(np.abs(ort_logits.astype(np.float64) - torch_logits))),
-           "other_form_acc": other_form_accuracy(gm, x, y),
+           "other_form_acc": other_form_accuracy(gm, splits, compiled.normalization, x, y),
            "file_bytes": path.stat().st_size, "finetune_seconds": round(seconds, 1), "steps": result.steps}
     row["gap"] = row["train_mode_acc"] - row["export_acc"]
     return row
