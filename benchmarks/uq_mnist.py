@@ -142,7 +142,8 @@ def run_one(model, splits, arm: str, w_bits: int, a_bits: int | None, seed: int,
            "torch_eval_acc": float(np.mean(torch_logits.argmax(1) == y)),
            "max_abs_diff": float(np.max(np.abs(ort_logits.astype(np.float64) - torch_logits))),
            "other_form_acc": other_form_accuracy(gm, splits, compiled.normalization, x, y),
-           "file_bytes": path.stat().st_size, "finetune_seconds": round(seconds, 1), "steps": result.steps}
+           "file_bytes": path.stat().st_size, "finetune_seconds": round(seconds, 1), "steps": result.steps,
+           "history": result.history}
     row["gap"] = row["train_mode_acc"] - row["export_acc"]
     return row
 
