@@ -22,8 +22,8 @@ Columns, on the 2,000 test images: *train-mode* accuracy (the model as trained: 
 on the statistics of batches of 500 and every UQ node sampling its channel with fresh noise; mean of 4 draws;
 STE has no noise),
 *exported* accuracy (the ONNX file in ``qcompile.runtime.Session``), the gap (train-mode − exported), the
-largest |ORT − PyTorch| logit, and for UN/UQ the *other* deployed form in PyTorch eval (UN: dither, i.e.
-UN+UQ; UQ: hard rounding) — same weights, BatchNorm re-estimated for that form as ``finetune`` does for the
+largest |ORT − PyTorch| logit, and for the universal arms the *other* deployed form in PyTorch eval (UN and
+UQ+SR: the seeded dither, for UN the paper's UN+UQ; UQ: hard rounding) — same weights, BatchNorm re-estimated for that form as ``finetune`` does for the
 exported one. ``--quick``: one seed, 2 bits, 20 steps: a smoke
 test, not a result.
 
