@@ -150,6 +150,9 @@ def test_compile_dither_export_from_the_command_line_and_run_it_in_both_runtimes
     assert ran["accuracy"] == pytest.approx(s["parity"]["acc_ort"]) and ran["method"] == "universal"
     bench = invoke_json("bench", out, "--batch-sizes", "1", "--repeats", "2", "--warmup", "1")
     assert bench["ok"] is True
+    again = root / "again.onnx"
+    invoke_json("export", root / "run", "--out", again)  # from the run directory alone: the same file
+    assert again.read_bytes() == out.read_bytes()
     script = "from qcompile.runtime.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
     done = python_without(script, "run", out, "--data", "digits", "--json", blocked=("torch",))
     if "scikit-learn" in done.stdout + done.stderr and done.returncode == 2:
