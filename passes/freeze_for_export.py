@@ -50,10 +50,14 @@ def freeze_op(name: str, op: QuantizedOp) -> FrozenQuantizedOp:
 
 
 def layer_summary(name: str, frozen: FrozenQuantizedOp) -> dict:
-    """One entry of the ``qcompile.layers`` metadata: {name, op, w_bits, a_bits, weight_format}."""
+    """One entry of the ``qcompile.layers`` metadata: {name, op, w_bits, a_bits, weight_format}, plus
+    ``dither`` (the seeded dither's record, for the manifest) when the codes have one."""
     a_bits = None if frozen.input_scale is None else (frozen.qmax - frozen.qmin + 1).bit_length() - 1
-    return {"name": name, "op": frozen.float_type.__name__, "w_bits": frozen.bits, "a_bits": a_bits,
-            "weight_format": frozen.weight_format}
+    summary = {"name": name, "op": frozen.float_type.__name__, "w_bits": frozen.bits, "a_bits": a_bits,
+               "weight_format": frozen.weight_format}
+    if frozen.dither is not None:
+        summary["dither"] = frozen.dither.record()
+    return summary
 
 
 class FreezeForExport(GraphPass):

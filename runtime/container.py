@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from qcompile.runtime.dithered import dither_tensors
 from qcompile.runtime.engine import Engine
 from qcompile.runtime.errors import ArtifactError
 from qcompile.runtime.manifest import MANIFEST_KEY, Manifest, legacy_manifest, parse_manifest
@@ -58,14 +59,16 @@ class Contents:
         return str(self.path)
 
     def session(self, role: str = SINGLE_GRAPH) -> ort.InferenceSession:
-        """The onnxruntime session of the graph ``role``, built (once) with the engine's settings."""
+        """The onnxruntime session of the graph ``role``, built (once) with the engine's settings and the
+        seeded-dither tensors its manifest describes (:mod:`qcompile.runtime.dithered`)."""
         if role not in self.roles:
             raise ArtifactError(f"{self.path} has no graph {role!r} (it has {list(self.roles)})",
                                 hint="open the artifact with the kind it was written as (qcompile.runtime.load)")
         if role not in self._sessions:
             bundled = role in self._graphs
-            self._sessions[role] = (self.engine.session(self._graphs[role], f"{self.path}:{graph_member(role)}")
-                                    if bundled else self.engine.session(self.path, self.source))
+            external = dither_tensors(self.manifest.extra, role, self.source)
+            self._sessions[role] = (self.engine.session(self._graphs[role], f"{self.path}:{graph_member(role)}", external)
+                                    if bundled else self.engine.session(self.path, self.source, external))
         return self._sessions[role]
 
     def table(self, name: str) -> np.ndarray:

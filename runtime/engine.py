@@ -7,10 +7,12 @@ graph and for each graph of a bundle alike.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import onnxruntime as ort
 
 from qcompile.runtime.errors import ArtifactError, ProviderError
@@ -102,19 +104,27 @@ class Engine:
         """CPU, no graph optimisation: the cheapest session that still reports inputs and outputs."""
         return cls((CPU,), optimize=False)
 
-    def session(self, model: Path | bytes, source: str) -> ort.InferenceSession:
+    def session(self, model: Path | bytes, source: str,
+                external: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
         """An ``ort.InferenceSession`` of ``model`` (a path, or the bytes of a graph in a bundle).
 
-        onnxruntime's failures (its own pybind exception types) become :class:`ArtifactError` naming
-        ``source``.
+        ``external``: values of the graph's external initializers, by name (the regenerated dither of
+        :mod:`qcompile.runtime.dithered`). onnxruntime's failures (its own pybind exception types) become
+        :class:`ArtifactError` naming ``source``.
         """
         options = session_options(self.intra_op_threads, self.spinning)
         if not self.optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        values = {name: np.ascontiguousarray(a) for name, a in (external or {}).items()}
+        if values:
+            options.add_external_initializers(
+                list(values), [ort.OrtValue.ortvalue_from_numpy(a) for a in values.values()])
         try:
-            return ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
-                                        providers=list(self.providers),
-                                        disabled_optimizers=list(EXACTNESS_DISABLED_OPTIMIZERS))
+            session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
+                                           providers=list(self.providers),
+                                           disabled_optimizers=list(EXACTNESS_DISABLED_OPTIMIZERS))
+            session.qcompile_external = values  # the OrtValues borrow these arrays: keep them alive
+            return session
         except Exception as e:
             raise ArtifactError(
                 f"onnxruntime cannot load {source}: {e}",

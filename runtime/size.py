@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from qcompile.runtime.dithered import DITHER_LOCATION
+
 # metadata written by onnx_passes.lower_decode_weight on each codes initializer
 BITS_KEY, ELEMENTS_KEY = "qcompile.bits", "qcompile.elements"
 
@@ -28,8 +30,17 @@ _SUBBYTE_BITS = {TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.INT2: 2,
                  TensorProto.FLOAT4E2M1: 4}
 
 
+def _regenerated(t: TensorProto) -> bool:
+    """A seeded dither's offsets: external data at :data:`DITHER_LOCATION`, which no file holds."""
+    return t.data_location == TensorProto.EXTERNAL and any(
+        e.key == "location" and e.value == DITHER_LOCATION for e in t.external_data)
+
+
 def _stored_bytes(t: TensorProto, elements: int) -> int:
-    """Bytes of the payload: ``raw_data`` when present, else what the typed field holds."""
+    """Bytes of the payload: ``raw_data`` when present, else what the typed field holds (0 for a tensor the
+    runtime regenerates from a seed)."""
+    if _regenerated(t):
+        return 0
     if t.HasField("raw_data"):
         return len(t.raw_data)
     if t.data_type in _SUBBYTE_BITS:

@@ -267,12 +267,14 @@ def test_help_lists_method_options_without_importing_torch_or_the_methods(tmp_pa
     done = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert all("--meta-chunk-size" in text and "--data-free" in text for text in report["texts"][1:])
+    assert all(all(flag in text for flag in ("--meta-chunk-size", "--data-free", "--uq-mode"))
+               for text in report["texts"][1:])
     assert report["torch"] is False
     assert report["methods"] == ["qcompile.methods", "qcompile.methods.base", "qcompile.methods.cli_options",
                                  "qcompile.methods.dynadfq", "qcompile.methods.dynadfq.options",
                                  "qcompile.methods.metaquant", "qcompile.methods.metaquant.options",
-                                 "qcompile.methods.registry"]
+                                 "qcompile.methods.registry", "qcompile.methods.universal",
+                                 "qcompile.methods.universal.options"]
 
 
 def test_builtin_options_read_without_import_are_the_methods_own():

@@ -17,6 +17,10 @@ unpack it into a float weight, and an ONNX pass later lowers it to INT4/INT2/...
 DequantizeLinear.
 Activation quantization is emitted as plain Div → Round → Clip(qmin, qmax), never QuantizeLinear
 or fake_quantize (which would widen a 4-bit range to 8 bits).
+
+Codes with a seeded dither (:class:`~qcompile.quantizers.codes.Dither`) decode as ``DecodeWeight(packed,
+zero_point) + qcompile::Dither`` (then ``· scale`` in a weight-only layer): the Dither node, named by the
+dither's node id, becomes a tensor the runtime regenerates at load (``LowerDither``), never stored.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from qcompile.quantizers.base import along_axis
 from qcompile.quantizers.codes import QuantCodes
 
 DECODE_OP = "qcompile::DecodeWeight"
+DITHER_OP = "qcompile::Dither"
 DECODE_OPSET_VERSION = 1
 PACKED_WEIGHT = "packed_weight"  # the codes buffer: the exporter names its initializer '<layer>.packed_weight'
 
@@ -52,6 +57,7 @@ class FrozenQuantizedOp(nn.Module):
         self.bits, self.signed = codes.bits, codes.signed
         self.multiplier, self.offset = codes.multiplier, codes.offset
         self.weight_shape = tuple(codes.codes.shape)
+        self.dither = codes.dither  # plain attribute: regenerated from its seed, never exported as a tensor
         self.weight_scale = codes.scale.detach().clone()  # plain attribute: not used by forward, not exported
         self.register_buffer(PACKED_WEIGHT, pack_codes(codes.codes, codes.bits))
         self.register_buffer("zero_point", codes.zero_point.detach().to(torch.int64).clone())
@@ -79,30 +85,40 @@ class FrozenQuantizedOp(nn.Module):
             multiplier=self.multiplier,
             offset=self.offset,
             axis=0 if self.zero_point.dim() else None,
+            dither=self.dither,
         )
 
     def decode_weight(self, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Integer-valued float32 weights, times ``scale`` along axis 0 when given; an opaque ONNX node
         while exporting. A weight-only layer passes its output scale, so the exported decode knows the
-        scale and the ONNX lowering can fold it into ``DequantizeLinear`` where that is exact."""
-        if torch.onnx.is_in_onnx_export():
-            return torch.onnx.ops.symbolic(
-                DECODE_OP,
-                [self.packed_weight, self.zero_point] + ([] if scale is None else [scale]),
-                attrs={
-                    "bits": self.bits,
-                    "signed": int(self.signed),
-                    "shape": list(self.weight_shape),
-                    "multiplier": self.multiplier,
-                    "offset": self.offset,
-                    "axis": 0,
-                },
-                dtype=torch.float32,
-                shape=self.weight_shape,
-                version=DECODE_OPSET_VERSION,
-            )
-        w_ints = self.codes().integers()
+        scale and the ONNX lowering can fold it into ``DequantizeLinear`` where that is exact. With a
+        dither the scale comes after the offsets are added (PyTorch's order), so it is never folded."""
+        if not torch.onnx.is_in_onnx_export():
+            w_ints = self.codes().integers()
+        elif self.dither is None:
+            return self._decode_node(scale)
+        else:
+            w_ints = self._decode_node(None) + torch.onnx.ops.symbolic(
+                DITHER_OP, [], attrs={"name": self.dither.node, "shape": list(self.weight_shape)},
+                dtype=torch.float32, shape=self.weight_shape, version=DECODE_OPSET_VERSION)
         return w_ints if scale is None else w_ints * along_axis(scale, w_ints, 0)
+
+    def _decode_node(self, scale: torch.Tensor | None) -> torch.Tensor:
+        return torch.onnx.ops.symbolic(
+            DECODE_OP,
+            [self.packed_weight, self.zero_point] + ([] if scale is None else [scale]),
+            attrs={
+                "bits": self.bits,
+                "signed": int(self.signed),
+                "shape": list(self.weight_shape),
+                "multiplier": self.multiplier,
+                "offset": self.offset,
+                "axis": 0,
+            },
+            dtype=torch.float32,
+            shape=self.weight_shape,
+            version=DECODE_OPSET_VERSION,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is None:

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import io
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from qcompile.export.artifact import manifest_props
 from qcompile.export.failure import explain_export_failure
 from qcompile.export.onnx_passes import export_pipeline
 from qcompile.passes.freeze_for_export import FreezeForExport
+from qcompile.runtime.dithered import DITHER_FIELD, DITHER_LOCATION, dither_field
 from qcompile.runtime.errors import ArtifactError
 from qcompile.runtime.manifest import Manifest
 
@@ -105,9 +107,26 @@ def write_atomically(proto: onnx.ModelProto, path: str | Path) -> int:
     return atomic_write(path, lambda f: f.write(proto.SerializeToString()))
 
 
+def _checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto``, or a copy whose regenerated (external, :data:`DITHER_LOCATION`) tensors hold zeros: the
+    full checker reads external data from disk, and these have none by design."""
+    external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                and any(e.key == "location" and e.value == DITHER_LOCATION for e in t.external_data)]
+    if not external:
+        return proto
+    copy_ = onnx.ModelProto()
+    copy_.CopyFrom(proto)
+    for t in copy_.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL and any(e.value == DITHER_LOCATION for e in t.external_data):
+            t.ClearField("external_data")
+            t.data_location = onnx.TensorProto.DEFAULT
+            t.raw_data = bytes(4 * math.prod(t.dims))
+    return copy_
+
+
 def _check(proto: onnx.ModelProto) -> None:
     try:
-        onnx.checker.check_model(proto, full_check=True)
+        onnx.checker.check_model(_checkable(proto), full_check=True)
     except Exception as e:
         raise ExportError(f"the exported model fails the ONNX checker: {e}",
                           hint="this is a qcompile bug; please report it with the model") from e
@@ -149,7 +168,7 @@ def export_graph(gm: fx.GraphModule, example_inputs, opset: int | None = None, m
     """
     frozen, layers = _frozen(gm)
     opset = _opset(layers, opset)
-    metadata = {} if manifest is None else _props(dataclasses.replace(manifest, layers=tuple(layers)))
+    metadata = {} if manifest is None else _props(_with_layers(manifest, layers))
     model = torch_to_onnx_ir(frozen, example_inputs, opset)
     changed = []
     for p in export_pipeline(metadata, onnx_passes):
@@ -173,6 +192,13 @@ def export_onnx(gm: fx.GraphModule, example_inputs, path: str | Path, manifest: 
     graph = export_graph(gm, example_inputs, opset, manifest or new_manifest("classifier"), onnx_passes)
     size = write_atomically(graph.proto, path)
     return ExportReport(Path(path), graph.opset, graph.proto.ir_version, size, graph.layers, graph.onnx_passes)
+
+
+def _with_layers(manifest: Manifest, layers: list[dict]) -> Manifest:
+    """``manifest`` with this export's layers, and the records of seeded-dither weights in its ``dither`` field."""
+    dither = dither_field(layer["dither"] for layer in layers if "dither" in layer)
+    extra = {**manifest.extra, DITHER_FIELD: dither} if dither else manifest.extra
+    return dataclasses.replace(manifest, layers=tuple(layers), extra=extra)
 
 
 def _props(manifest: Manifest) -> dict[str, str]:

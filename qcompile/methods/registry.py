@@ -32,11 +32,10 @@ _REGISTRY: dict[str, type[Method]] = {}
 _BUILTIN = {
     "ste": Builtin("qcompile.methods.ste"),
     "metaquant": Builtin("qcompile.methods.metaquant.method", "qcompile.methods.metaquant.options:CLI_OPTIONS"),
+    "universal": Builtin("qcompile.methods.universal.method", "qcompile.methods.universal.options:CLI_OPTIONS"),
     "dynadfq": Builtin("qcompile.methods.dynadfq.method", "qcompile.methods.dynadfq.options:CLI_OPTIONS"),
 }
-PLANNED = {
-    "universal": "universal quantization (subtractive dither, soft rounding)",
-}
+PLANNED: dict[str, str] = {}  # name -> what it will be: named in errors until it is built
 
 
 def register_method(cls: type[Method]) -> type[Method]:

@@ -196,6 +196,7 @@ def finetune(
     strategy = strategy if strategy is not None else StandardStep()
     strategy.setup(model, config)
     batches = Batches(train, config.batch_size, device, config.mean, config.std, task)
+    strategy.plan_steps(len(batches))
     if test is not None:
         check_dataset(test, "test")
     path = ckpt.checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None

@@ -14,6 +14,8 @@ Contract for implementers:
    that distillation works, and return a :class:`StepOutput`: the loss as a float and the
    outputs of the forward it came from. The loop hands those outputs to the task for the batch's
    metrics (accuracy for classification), so a strategy never knows what the outputs mean.
+   ``plan_steps(steps_per_epoch)`` follows, once per ``finetune`` call (a resume too), for schedules
+   that move with the step rather than the epoch (e.g. a soft-rounding sharpness annealed per step).
 3. ``epoch_end(epoch)`` is called after each completed epoch (0-based), after evaluation.
 4. ``state_dict()`` returns everything needed for an exact resume, made only of tensors,
    dicts, lists, tuples, numbers, strings and None (checkpoints load with ``weights_only=True``).
@@ -56,6 +58,9 @@ class StepStrategy(abc.ABC):
         self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, objective: Objective
     ) -> StepOutput:
         """Forward, loss, backward, update. Returns the loss and the outputs it was computed on."""
+
+    def plan_steps(self, steps_per_epoch: int) -> None:
+        """The number of steps in one epoch, known once the data is batched. Default: nothing."""
 
     def epoch_end(self, epoch: int) -> None:
         """Advance per-epoch schedules. Default: nothing."""

@@ -2,14 +2,15 @@
 
     ClearMetadataAndDocStringPass → LowerDecodeWeight → (the method's ONNX passes) → FoldBiasAdd
       → RemoveUnusedNodesPass → DropUnusedOpsetImports → SetIRVersion → AttachMetadata
-      → DropDefaultAttributes → CompactModel
+      → DropDefaultAttributes → CompactModel → LowerDither
 
 The first and ``RemoveUnusedNodesPass`` are onnx_ir's own. Clearing node metadata drops the
 exporter's per-node stack traces and FX dumps: they were most of a small model's file and leak
 local source paths. The last two shrink the file to little more than its tensors:
 ``DropDefaultAttributes`` deletes attributes that restate ONNX defaults, and ``CompactModel``
 drops intermediate types (the passes before it read them), merges equal small constants and
-shortens names. A method's own passes (``extra``) see the lowered graph with its types and names,
+shortens names. ``LowerDither`` comes after it, so the names of the tensors the runtime regenerates
+(a seeded dither's, looked up by node id) are never shortened. A method's own passes (``extra``) see the lowered graph with its types and names,
 and what they add is cleaned, versioned and compacted like the rest.
 ``export_pipeline(metadata, extra)`` returns the passes in that order.
 """
@@ -27,13 +28,15 @@ from qcompile.export.onnx_passes.drop_default_attributes import DropDefaultAttri
 from qcompile.export.onnx_passes.drop_unused_opsets import DropUnusedOpsetImports
 from qcompile.export.onnx_passes.fold_bias_add import FoldBiasAdd
 from qcompile.export.onnx_passes.lower_decode_weight import LowerDecodeWeight
+from qcompile.export.onnx_passes.lower_dither import LowerDither
 from qcompile.export.onnx_passes.set_ir_version import SetIRVersion
 
 
 def export_pipeline(metadata: Mapping[str, str], extra: Sequence[ir.passes.PassBase] = ()) -> list[ir.passes.PassBase]:
     return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), *extra, FoldBiasAdd(), RemoveUnusedNodesPass(),
-            DropUnusedOpsetImports(), SetIRVersion(), AttachMetadata(metadata), DropDefaultAttributes(), CompactModel()]
+            DropUnusedOpsetImports(), SetIRVersion(), AttachMetadata(metadata), DropDefaultAttributes(), CompactModel(),
+            LowerDither()]
 
 
 __all__ = ["AttachMetadata", "CompactModel", "DropDefaultAttributes", "DropUnusedOpsetImports", "FoldBiasAdd",
-           "LowerDecodeWeight", "SetIRVersion", "export_pipeline"]
+           "LowerDecodeWeight", "LowerDither", "SetIRVersion", "export_pipeline"]

@@ -6,7 +6,11 @@ One concept per module:
 - :mod:`.ops` — the numerical core on torch tensors: soft rounding s_α, its inverse, the conditional
   mean r_α, uniform noise, the expected-gradient trick, universal quantize/dequantize;
 - :mod:`.dither` — the shared-seed offsets u on torch tensors, bit for bit the torch-free runtime's
-  (:mod:`qcompile.runtime.dither`, which defines the algorithm).
+  (:mod:`qcompile.runtime.dither`, which defines the algorithm);
+- :mod:`.options` — the plug-in's settings and command-line flags (torch-free);
+- :mod:`.quantizers` — the UQ nodes: weight and activation quantizers with the UN/UQ/SR channels;
+- :mod:`.schedule` — the α schedule and the training step that applies it;
+- :mod:`.method` — the ``universal`` plug-in (registered by name).
 
 This package imports its parts on first use, so reading its command-line options does not import torch.
 """
