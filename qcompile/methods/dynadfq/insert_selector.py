@@ -1,0 +1,54 @@
+"""Pass: add the bit selector on the input and make every multi-width op run at its per-image width.
+
+GraphModule in → GraphModule + report out. The selector (:class:`~.selector.BitSelector`) is called
+once on the first input; each quantized op whose weight quantizer is nested over the candidate widths
+is wrapped in a :class:`~.selector.DynamicOp` at the same name (its parameters move under ``.op``)
+and called with the selector's choices as a second argument. The graph's outputs are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import fx
+
+from qcompile.errors import ConfigError
+from qcompile.methods.dynadfq.nested import NestedWeightQuantizer
+from qcompile.methods.dynadfq.selector import BitSelector, DynamicOp
+from qcompile.passes.base import GraphPass
+from qcompile.passes.graph_utils import module_of, replace_submodule
+from qcompile.quantized_ops import QuantizedOp
+
+SELECTOR = "bit_selector"
+
+
+class InsertBitSelector(GraphPass):
+    def __init__(self, candidates: Sequence[int], hidden: int = 32, tau: float = 1.0):
+        super().__init__()
+        self.candidates, self.hidden, self.tau = tuple(candidates), hidden, tau
+
+    def _dynamic(self, m) -> bool:
+        return isinstance(m, QuantizedOp) and isinstance(m.weight_quantizer, NestedWeightQuantizer) \
+            and m.weight_quantizer.candidates == self.candidates
+
+    def run(self, gm: fx.GraphModule):
+        if hasattr(gm, SELECTOR):
+            return False, {"dynamic_layers": [], "note": "already has a bit selector"}
+        nodes = [n for n in gm.graph.nodes if self._dynamic(module_of(gm, n))]
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        if not nodes or not placeholders:
+            raise ConfigError("no layer can take per-image widths (none is quantized with the nested multi-width "
+                              "weights)", hint="quantize at least one Conv/Linear (check --first-layer/--last-layer "
+                                               "and --layer-bits), or give one --bits width")
+        selector = BitSelector(len(nodes), self.candidates, self.hidden, self.tau)
+        gm.add_submodule(SELECTOR, selector.to(next(gm.parameters()).device))
+        with gm.graph.inserting_after(placeholders[-1]):
+            choices = gm.graph.call_module(SELECTOR, (placeholders[0],))
+        layers = []
+        for index, node in enumerate(nodes):
+            name = str(node.target)
+            replace_submodule(gm, name, DynamicOp(gm.get_submodule(name), index, self.candidates))
+            node.args = (*node.args, choices)
+            layers.append(name)
+        return True, {"dynamic_layers": layers, "candidates": list(self.candidates),
+                      "selector_macs": selector.macs}
