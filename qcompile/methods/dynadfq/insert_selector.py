@@ -4,6 +4,9 @@ GraphModule in → GraphModule + report out. The selector (:class:`~.selector.Bi
 once on the first input; each quantized op whose weight quantizer is nested over the candidate widths
 is wrapped in a :class:`~.selector.DynamicOp` at the same name (its parameters move under ``.op``)
 and called with the selector's choices as a second argument. The graph's outputs are unchanged.
+
+:class:`FixWidths` undoes it for a static export: each layer at the width the selector chose most
+often in the latest evaluation (dynadfq.md §8's fallback for runtimes without per-image dispatch).
 """
 
 from __future__ import annotations
@@ -52,3 +55,27 @@ class InsertBitSelector(GraphPass):
             layers.append(name)
         return True, {"dynamic_layers": layers, "candidates": list(self.candidates),
                       "selector_macs": selector.macs}
+
+
+class FixWidths(GraphPass):
+    """Remove the selector; each DynamicOp becomes its op at the selector's most frequent width for it."""
+
+    def run(self, gm: fx.GraphModule):
+        if not hasattr(gm, SELECTOR):
+            return False, {"widths": {}}
+        selector = gm.get_submodule(SELECTOR)
+        widths = selector.most_frequent()
+        fixed = {}
+        for node in list(gm.graph.nodes):
+            m = module_of(gm, node)
+            if isinstance(m, DynamicOp):
+                m.use_width(widths[m.index])
+                replace_submodule(gm, str(node.target), m.op)
+                node.args = node.args[:-1]
+                fixed[str(node.target)] = widths[m.index]
+            elif node.op == "call_module" and node.target == SELECTOR:
+                selector_node = node
+        gm.graph.erase_node(selector_node)
+        delattr(gm, SELECTOR)
+        return True, {"widths": fixed, "from": "most frequent in the latest evaluation"
+                      if int(selector.chosen.sum()) else "no evaluation counted: the widest"}

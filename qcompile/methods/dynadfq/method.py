@@ -14,8 +14,9 @@
   are kept (no re-estimation) and frozen during training (:mod:`.step`); with the selector, the joint step
   of :mod:`.dynamic_step` (mixup of easy images, the BitOPs regulariser toward ``--target-bitops``).
 
-Distillation from the float model is ``--kd-alpha``. The ``dynamic`` artifact and the runtime's
-per-image dispatch are not built yet.
+Distillation from the float model is ``--kd-alpha``. The export of a model with the selector is, for
+now, the static fallback (``export_passes``: each layer at its most frequent width); the ``dynamic``
+artifact and the runtime's per-image dispatch are not built yet.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from qcompile.errors import ConfigError
 from qcompile.methods.base import Method
 from qcompile.methods.dynadfq.activation import MultiBitActivationQuantizer
 from qcompile.methods.dynadfq.dynamic_step import DynamicStep
-from qcompile.methods.dynadfq.insert_selector import InsertBitSelector
+from qcompile.methods.dynadfq.insert_selector import FixWidths, InsertBitSelector
 from qcompile.methods.dynadfq.nested import NestedWeightQuantizer
 from qcompile.methods.dynadfq.options import CLI_OPTIONS, DynaDFQOptions
 from qcompile.methods.dynadfq.pool_data import PREFIX, is_pool, pool_splits
@@ -73,6 +74,15 @@ class DynaDFQ(Method):
 
     def extra_passes(self, plan):
         return [InsertBitSelector(self.settings.bits)] if self.settings.dynamic else []
+
+    def export_passes(self, plan):
+        """With the selector: the static fallback (:class:`FixWidths`), then BatchNorm folded into the ops
+        it unwrapped. The ``dynamic`` artifact with per-image dispatch is not built yet."""
+        if not self.settings.dynamic:
+            return []
+        from qcompile.passes.fold_batchnorm import FoldBatchNorm
+
+        return [FixWidths(), FoldBatchNorm()]
 
     def data_source(self, spec, model, example_inputs):
         if spec is not None and spec.startswith(PREFIX):

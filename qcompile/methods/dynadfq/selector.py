@@ -12,6 +12,8 @@ then Linear(66 → hidden) → ReLU → Linear(hidden → L·K): for each of L d
 K candidate widths. Training draws a hard Gumbel-softmax sample (one-hot forward, the soft sample's
 gradient backward: straight-through); evaluation takes the arg-max, so inference is deterministic.
 The last layer starts at zero: every width equally likely at first, the lowest chosen by arg-max.
+``chosen`` counts, per layer and width, the images of the evaluations since the last training step
+(what a static fallback export uses: each layer at its most frequent width).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def image_features(x: torch.Tensor) -> torch.Tensor:
 
 class BitSelector(nn.Module):
     """Images → one-hot width choices (N, layers, candidates). ``last_choices`` keeps the latest ones
-    (with their gradient in training) for the BitOPs regulariser."""
+    (with their gradient in training) for the BitOPs regulariser; ``chosen`` counts eval choices."""
 
     def __init__(self, layers: int, candidates: Sequence[int], hidden: int = 32, tau: float = 1.0):
         super().__init__()
@@ -52,6 +54,7 @@ class BitSelector(nn.Module):
         self.out = nn.Linear(hidden, self.layers * len(self.candidates))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.register_buffer("chosen", torch.zeros(self.layers, len(self.candidates), dtype=torch.int64))
         self.last_choices: torch.Tensor | None = None
 
     @property
@@ -67,10 +70,18 @@ class BitSelector(nn.Module):
         logits = self.logits(x)
         if self.training:
             choices = F.gumbel_softmax(logits, tau=self.tau, hard=True, dim=-1)
+            self.chosen.zero_()
         else:
             choices = F.one_hot(logits.argmax(dim=-1), len(self.candidates)).to(logits.dtype)
+            self.chosen += choices.detach().sum(dim=0).to(torch.int64)
         self.last_choices = choices
         return choices
+
+    def most_frequent(self) -> list[int]:
+        """Per layer, the width chosen most often by the counted evaluations (the widest if none)."""
+        if int(self.chosen.sum()) == 0:
+            return [self.candidates[-1]] * self.layers
+        return [self.candidates[int(k)] for k in self.chosen.argmax(dim=1)]
 
     def extra_repr(self) -> str:
         return f"layers={self.layers}, candidates={list(self.candidates)}, tau={self.tau}"
