@@ -297,6 +297,12 @@ class CompiledModel:
         gm, _ = run_passes(gm, export_passes(self.method.export_passes(self.plan)))
         return gm
 
+    def parity_reference(self) -> nn.Module:
+        """The PyTorch model an export must reproduce: the trained model itself, or, when the method's
+        export passes change what it computes (DynaDFQ's static fallback fixes the per-image widths), the
+        deployable copy those passes made."""
+        return self.deployable() if self.method.export_passes(self.plan) else self.graph_module
+
     def manifest(self) -> Manifest:
         """What the artifact says about itself besides its layers (the export adds those)."""
         from qcompile.export.artifact import manifest
