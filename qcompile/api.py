@@ -297,12 +297,6 @@ class CompiledModel:
         gm, _ = run_passes(gm, export_passes(self.method.export_passes(self.plan)))
         return gm
 
-    def parity_reference(self) -> nn.Module:
-        """The PyTorch model an export must reproduce: the trained model itself, or, when the method's
-        export passes change what it computes (DynaDFQ's static fallback fixes the per-image widths), the
-        deployable copy those passes made."""
-        return self.deployable() if self.method.export_passes(self.plan) else self.graph_module
-
     def manifest(self) -> Manifest:
         """What the artifact says about itself besides its layers (the export adds those)."""
         from qcompile.export.artifact import manifest
@@ -318,6 +312,9 @@ class CompiledModel:
         from qcompile.export.onnx_export import export_onnx
 
         self._check_exportable()
+        own = self.method.export_artifact(self, Path(path), opset)
+        if own is not False:
+            return own
         gm = self.deployable()
         return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.manifest(), opset=opset,
                            onnx_passes=self.method.onnx_passes(self.plan))
@@ -345,6 +342,8 @@ class CompiledModel:
         and line, before training spends time on it."""
         from qcompile.export.onnx_export import check_exportable
 
+        if self.method.export_artifact(self, None, None) is not False:
+            return
         check_exportable(self.deployable(), tuple(t.cpu() for t in self.example_inputs))
 
     def export_float(self, path: str | Path):

@@ -57,25 +57,31 @@ class InsertBitSelector(GraphPass):
                       "selector_macs": selector.macs}
 
 
+def remove_selector(gm: fx.GraphModule) -> tuple[BitSelector, dict[str, DynamicOp]]:
+    """Take the selector out of ``gm`` and unwrap every DynamicOp (its op back at its name, called
+    without the choices); returns the selector and the DynamicOps by name."""
+    selector, wrappers = gm.get_submodule(SELECTOR), {}
+    for node in list(gm.graph.nodes):
+        m = module_of(gm, node)
+        if isinstance(m, DynamicOp):
+            replace_submodule(gm, str(node.target), m.op)
+            node.args = node.args[:-1]
+            wrappers[str(node.target)] = m
+    gm.graph.erase_node(next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == SELECTOR))
+    delattr(gm, SELECTOR)
+    return selector, wrappers
+
+
 class FixWidths(GraphPass):
     """Remove the selector; each DynamicOp becomes its op at the selector's most frequent width for it."""
 
     def run(self, gm: fx.GraphModule):
         if not hasattr(gm, SELECTOR):
             return False, {"widths": {}}
-        selector = gm.get_submodule(SELECTOR)
+        selector, wrappers = remove_selector(gm)
         widths = selector.most_frequent()
-        fixed = {}
-        for node in list(gm.graph.nodes):
-            m = module_of(gm, node)
-            if isinstance(m, DynamicOp):
-                m.use_width(widths[m.index])
-                replace_submodule(gm, str(node.target), m.op)
-                node.args = node.args[:-1]
-                fixed[str(node.target)] = widths[m.index]
-            elif node.op == "call_module" and node.target == SELECTOR:
-                selector_node = node
-        gm.graph.erase_node(selector_node)
-        delattr(gm, SELECTOR)
-        return True, {"widths": fixed, "from": "most frequent in the latest evaluation"
-                      if int(selector.chosen.sum()) else "no evaluation counted: the widest"}
+        for m in wrappers.values():
+            m.use_width(widths[m.index])
+        return True, {"widths": {name: widths[m.index] for name, m in wrappers.items()},
+                      "from": "most frequent in the latest evaluation" if int(selector.chosen.sum())
+                      else "no evaluation counted: the widest"}

@@ -14,9 +14,9 @@
   are kept (no re-estimation) and frozen during training (:mod:`.step`); with the selector, the joint step
   of :mod:`.dynamic_step` (mixup of easy images, the BitOPs regulariser toward ``--target-bitops``).
 
-Distillation from the float model is ``--kd-alpha``. The export of a model with the selector is, for
-now, the static fallback (``export_passes``: each layer at its most frequent width); the ``dynamic``
-artifact and the runtime's per-image dispatch are not built yet.
+Distillation from the float model is ``--kd-alpha``. With the selector, ``export_artifact`` writes the
+``dynamic`` bundle (selector graph + one multi-width graph taking the widths as an input, :mod:`.export`),
+which the runtime dispatches per image; ``export_passes`` make ``deployable()`` the static fallback.
 """
 
 from __future__ import annotations
@@ -76,13 +76,25 @@ class DynaDFQ(Method):
         return [InsertBitSelector(self.settings.bits)] if self.settings.dynamic else []
 
     def export_passes(self, plan):
-        """With the selector: the static fallback (:class:`FixWidths`), then BatchNorm folded into the ops
-        it unwrapped. The ``dynamic`` artifact with per-image dispatch is not built yet."""
+        """With the selector, :meth:`deployable` is the static fallback (:class:`FixWidths`: each layer at
+        its most frequent width, BatchNorm folded into the ops it unwrapped); the export itself writes the
+        ``dynamic`` bundle (:meth:`export_artifact`)."""
         if not self.settings.dynamic:
             return []
         from qcompile.passes.fold_batchnorm import FoldBatchNorm
 
         return [FixWidths(), FoldBatchNorm()]
+
+    def export_artifact(self, compiled, path, opset):
+        """With the selector: the ``dynamic`` bundle (:mod:`.export`); else the core's export."""
+        if not self.settings.dynamic:
+            return False
+        from qcompile.methods.dynadfq.export import check_selector_exports, export_dynamic
+
+        if path is None:
+            check_selector_exports(compiled)
+            return True
+        return export_dynamic(compiled, path, opset)
 
     def data_source(self, spec, model, example_inputs):
         if spec is not None and spec.startswith(PREFIX):
