@@ -145,6 +145,11 @@ def test_synthesize_compile_run_from_the_command_line(tmp_path):
     assert scored["samples"] > 0 and 0.0 <= scored["accuracy"] <= 1.0
     dynamic = invoke("compile", *model, "--method", "dynadfq", "--bits", "2,3,4", "--target-bitops", 3,
                      "--data-free", tmp_path / "pool.npz", "--epochs", 1, "--kd-alpha", 0.5, "--out",
-                     tmp_path / "dyn.onnx", "--run-dir", tmp_path / "dyn")
-    assert dynamic["parity"]["max_abs_diff"] <= 1e-4  # the static fallback: each layer at its most frequent width
-    assert invoke("run", tmp_path / "dyn.onnx", "--data", "digits")["samples"] > 0
+                     tmp_path / "dyn.qcz", "--run-dir", tmp_path / "dyn")
+    assert dynamic["parity"]["max_abs_diff"] <= 1e-4 and dynamic["parity"]["agreement"] == 1.0
+    scored = invoke("run", tmp_path / "dyn.qcz", "--data", "digits")
+    assert scored["samples"] > 0 and 2 <= scored["mean_bits"] <= 4 and sum(scored["configurations"].values()) == \
+        scored["samples"]
+    # BitOPs per image: the selector's share plus 2..4-bit layers (conv: 8·1·9·64 MACs, fc: 8·10)
+    macs = 8 * 9 * 64 + 8 * 10
+    assert scored["selector_bitops"] + 4 * macs <= scored["mean_bitops"] <= scored["selector_bitops"] + 16 * macs
