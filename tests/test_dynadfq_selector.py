@@ -131,3 +131,39 @@ def test_mixup_blends_only_easy_images():
 def test_a_selector_needs_images():
     with pytest.raises(qcompile.errors.ConfigError, match="reads images"):
         BitSelector(2, (2, 3, 4))(torch.rand(4, 10))
+
+
+def test_the_dynamic_bundle_runs_per_image_in_input_order_like_pytorch(tmp_path):
+    from qcompile.export.onnx_export import export_onnx
+    from qcompile.methods.dynadfq import set_widths
+    from qcompile.methods.dynadfq.insert_selector import remove_selector
+    from qcompile.runtime import load
+
+    cm, x = dynamic_model()
+    report = cm.export(tmp_path / "dyn.qcz")
+    session = load(tmp_path / "dyn.qcz", providers="cpu")
+    assert type(session).__name__ == "DynamicSession" and report.file_bytes == (tmp_path / "dyn.qcz").stat().st_size
+    x = torch.cat([x, 3 * torch.randn(40, 1, 8, 8)])
+    gm = cm.graph_module.eval()
+    with torch.no_grad():
+        ref = gm(x).numpy()
+        chosen = np.array(gm.bit_selector.candidates)[gm.bit_selector(x).argmax(-1).numpy()]
+    order = np.random.RandomState(0).permutation(len(x))
+    for batch in (1, 13, 256):
+        out = session.predict(x.numpy()[order], batch_size=batch)
+        assert np.abs(out - ref[order]).max() <= 1e-4
+        assert np.array_equal(session.last_widths, chosen[order])
+    assert len(np.unique(chosen, axis=0)) > 3  # several configurations were grouped
+    r = session.dispatch_report()
+    per_image = session.bitops(chosen[order])
+    assert r["mean_bitops"] == pytest.approx(per_image.mean()) and r["mean_bits"] == pytest.approx(chosen.mean())
+    # the file: the stored widest codes once, not one graph per configuration
+    static = copy.deepcopy(gm)
+    remove_selector(static)
+    set_widths(static, 4)
+    from qcompile.passes.pipeline import export_passes
+    static, _ = run_passes(static, export_passes())
+    size = export_onnx(static, (x[:2],), tmp_path / "w4.onnx").file_bytes
+    import zipfile
+    members = {i.filename: i.file_size for i in zipfile.ZipFile(tmp_path / "dyn.qcz").infolist()}
+    assert members["model.onnx"] <= 1.5 * size + 1024, (members, size)
