@@ -14,10 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from qcompile.methods.dynadfq.regulariser import bit_loss, image_bitops, target_bitops
+from qcompile.methods.dynadfq.regulariser import bit_loss, dynamic_parts, image_bitops, target_bitops
 from qcompile.train.batchnorm_stats import batchnorms
 from qcompile.train.objective import Objective
-from qcompile.train.strategy import StandardStep, StepOutput
+from qcompile.train.config import TrainConfig
+from qcompile.train.strategy import StandardStep, StepOutput, build_scheduler
 
 
 def mixup_easy(inputs: torch.Tensor, soft: torch.Tensor, p: float = 0.5):
@@ -36,11 +37,25 @@ def mixup_easy(inputs: torch.Tensor, soft: torch.Tensor, p: float = 0.5):
 
 
 class DynamicStep(StandardStep):
-    def __init__(self, target_width: float, bit_weight: float, freeze_batchnorm: bool, mixup: float = 0.5):
+    """``selector_lr``: the selector's own learning rate (a fresh branch, while the quantized weights only
+    fine-tune at ``--lr``; CADyQ likewise gives its selectors their own optimizer)."""
+
+    def __init__(self, target_width: float, bit_weight: float, freeze_batchnorm: bool, mixup: float = 0.5,
+                 selector_lr: float = 1e-2):
         super().__init__()
         self.target_width, self.bit_weight = float(target_width), float(bit_weight)
-        self.freeze_batchnorm, self.mixup = freeze_batchnorm, float(mixup)
+        self.freeze_batchnorm, self.mixup, self.selector_lr = freeze_batchnorm, float(mixup), float(selector_lr)
         self._extra: dict[str, float] = {}
+
+    def setup(self, model: nn.Module, config: TrainConfig) -> None:
+        super().setup(model, config)
+        selector, _ = dynamic_parts(model)
+        own = {id(p) for p in selector.parameters()}
+        group = self.optimizer.param_groups[0]
+        group["params"] = [p for p in group["params"] if id(p) not in own]
+        self.optimizer.add_param_group({"params": list(selector.parameters()), "lr": self.selector_lr})
+        if self.scheduler is not None:  # the scheduler follows both groups
+            self.scheduler = build_scheduler(self.optimizer, config)
 
     def step(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, objective: Objective) -> StepOutput:
         if self.freeze_batchnorm:

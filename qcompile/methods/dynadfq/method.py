@@ -116,7 +116,8 @@ class DynaDFQ(Method):
         """With the selector, the joint step; else frozen BatchNorm statistics when the data is a pool (known
         once data was loaded), else the standard step."""
         if self.settings.dynamic:
-            return DynamicStep(self.settings.target_bitops, self.settings.bit_weight, freeze_batchnorm=self._on_pool)
+            return DynamicStep(self.settings.target_bitops, self.settings.bit_weight, freeze_batchnorm=self._on_pool,
+                               selector_lr=self.settings.selector_lr)
         return FrozenBatchNormStep() if self._on_pool else None
 
     def label(self, spec: QuantSpec) -> str:
