@@ -167,3 +167,30 @@ def test_the_dynamic_bundle_runs_per_image_in_input_order_like_pytorch(tmp_path)
     import zipfile
     members = {i.filename: i.file_size for i in zipfile.ZipFile(tmp_path / "dyn.qcz").infolist()}
     assert members["model.onnx"] <= 1.5 * size + 1024, (members, size)
+
+
+def test_joint_training_on_a_pool_resumes_to_the_uninterrupted_run(tmp_path):
+    from qcompile.synthesis import SynthesisConfig, save_pool, synthesize
+
+    torch.manual_seed(0)
+    save_pool(synthesize(TinyBNNet(), (1, 8, 8), SynthesisConfig(images=40, batch_size=20, steps=3), mean=(0.3,),
+                         std=(0.4,), device="cpu"), tmp_path / "pool.npz")
+
+    def run(**kwargs):
+        torch.manual_seed(0)
+        cm = qcompile.compile(TinyBNNet().eval(), input_shape=(1, 1, 8, 8), method="dynadfq",
+                              method_options={"bits": "2,3,4", "target_bitops": 2.5, "pool": str(tmp_path / "pool.npz")})
+        result = cm.finetune(epochs=2, lr=1e-3, optimizer="adam", kd_alpha=0.5, batch_size=8, progress=False,
+                             **kwargs)
+        return cm, result
+
+    whole, result = run()
+    assert cm_targets_are_soft(whole) and "bitops_ratio" in result.step_records[-1]
+    run(checkpoint_dir=tmp_path / "ck", max_steps=3)
+    resumed, _ = run(checkpoint_dir=tmp_path / "ck", resume=True)
+    for (name, a), (_, b) in zip(whole.graph_module.state_dict().items(), resumed.graph_module.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def cm_targets_are_soft(cm) -> bool:
+    return cm.data.train.y.ndim == 2 and np.allclose(cm.data.train.y.sum(1), 1.0)
