@@ -22,7 +22,7 @@ from qcompile.runtime.artifact import Artifact
 from qcompile.runtime.container import Contents
 from qcompile.runtime.errors import ArtifactError, InputError
 from qcompile.runtime.kinds import register_kind
-from qcompile.runtime.session import check_input
+from qcompile.runtime.session import Session, check_input
 
 DYNAMIC = "dynamic"
 FLOAT_BITS = 32
@@ -87,15 +87,15 @@ class DynamicSession:
         if len(x) == 0:
             raise InputError("predict got 0 samples", hint="pass at least one sample")
         if normalize:
-            from qcompile.runtime.normalisation import normalise
-
-            x = normalise(x, self.artifact.mean, self.artifact.std)
+            x = self.normalize(x)
         outputs, widths = [], []
         for start in range(0, len(x), batch_size):
             outputs.append(self.run(x[start:start + batch_size]))
             widths.append(self.last_widths)
         self.last_widths = np.concatenate(widths)
         return np.concatenate(outputs)
+
+    normalize = Session.normalize  # (x − mean) / std with the artifact's statistics; it reads only self.artifact
 
     def bitops(self, widths: np.ndarray) -> np.ndarray:
         """BitOPs per image for widths (N, L) in bits."""

@@ -194,3 +194,16 @@ def test_joint_training_on_a_pool_resumes_to_the_uninterrupted_run(tmp_path):
 
 def cm_targets_are_soft(cm) -> bool:
     return cm.data.train.y.ndim == 2 and np.allclose(cm.data.train.y.sum(1), 1.0)
+
+
+def test_the_runtime_normalises_raw_images_with_the_artifacts_statistics(tmp_path):
+    from qcompile.runtime import load
+
+    cm, x = dynamic_model()
+    cm.set_normalization(qcompile.runtime.normalisation.Normalization((0.3,), (0.4,), "given"))
+    cm.export(tmp_path / "dyn.qcz")
+    session = load(tmp_path / "dyn.qcz", providers="cpu")
+    raw = np.random.RandomState(1).rand(9, 1, 8, 8).astype(np.float32)
+    assert np.array_equal(session.predict(raw, normalize=True), session.predict((raw - 0.3) / np.float32(0.4)))
+    with pytest.raises(qcompile.runtime.errors.InputError, match="dtype"):
+        session.predict(raw.astype(np.float64))
