@@ -1,6 +1,7 @@
 """DynaDFQ, a first dynamic-vs-static run on a synthetic pool: accuracy on real MNIST against mean BitOPs.
 
     python benchmarks/dynadfq_dynamic.py --weights FLOAT.pt --pool POOL.npz [--epochs 2] [--targets 2.5,3,3.5]
+        [--bit-weight 1]
 
 The benchmark CNN's float weights and a pool synthesised from them (``qcompile synthesize``); each
 variant is compiled with ``--method dynadfq`` on the pool only, trained ``--epochs`` epochs (Adam, lr 1e-4,
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--pool", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--targets", default="2.5,3,3.5")
+    parser.add_argument("--bit-weight", type=float, default=1.0, help="λ of the BitOPs regulariser")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -95,7 +97,8 @@ def main() -> None:
             print(rows[-1], flush=True)
         for t in (float(v) for v in args.targets.split(",")):
             rows.append({"label": f"dynamic {{2,3,4}} T={t:g}",
-                         **compile_and_score({"bits": "2,3,4", "target_bitops": t}, args, splits, tmp / f"d{t:g}.qcz")})
+                         **compile_and_score({"bits": "2,3,4", "target_bitops": t, "bit_weight": args.bit_weight}, args, splits,
+                                            tmp / f"d{t:g}.qcz")})
             print(rows[-1], flush=True)
         x = ((splits.test.x - splits.mean[0]) / splits.std[0]).astype(np.float32)  # timing only
         dyn = tmp / f"d{float(args.targets.split(',')[1]):g}.qcz"
