@@ -312,6 +312,9 @@ class CompiledModel:
         from qcompile.export.onnx_export import export_onnx
 
         self._check_exportable()
+        own = self.method.export_artifact(self, Path(path), opset)
+        if own is not False:
+            return own
         gm = self.deployable()
         return export_onnx(gm, tuple(t.cpu() for t in self.example_inputs), path, self.manifest(), opset=opset,
                            onnx_passes=self.method.onnx_passes(self.plan))
@@ -339,6 +342,8 @@ class CompiledModel:
         and line, before training spends time on it."""
         from qcompile.export.onnx_export import check_exportable
 
+        if self.method.export_artifact(self, None, None) is not False:
+            return
         check_exportable(self.deployable(), tuple(t.cpu() for t in self.example_inputs))
 
     def export_float(self, path: str | Path):

@@ -45,13 +45,13 @@ def compare_onnx(model: nn.Module, onnx_path: str | Path, dataset: Any, mean: tu
     For classification (the default ``task``): ``acc_torch``, ``acc_ort`` (in [0, 1]), ``max_abs_diff``
     (largest |ORT − PyTorch| logit) and ``agreement`` (fraction of samples with the same top-1).
     """
-    from qcompile.runtime import Session
+    from qcompile.runtime import load
     from qcompile.runtime.normalisation import normalise
     from qcompile.tasks import get_task
 
     measures = get_task(task).runtime()
     x = normalise(dataset.x, mean, std)
     reference = torch_logits(model, x, batch_size)
-    deployed = Session(onnx_path, providers, intra_op_threads).predict(x, batch_size=batch_size, normalize=False)
+    deployed = load(onnx_path, providers, intra_op_threads).predict(x, batch_size=batch_size, normalize=False)
     return {**measures.parity(reference, deployed, measures.targets(dataset.x, dataset.y)),
             "samples": int(len(dataset.y))}

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from qcompile.runtime.data import DatasetSplits, load_dataset
 from qcompile.runtime.normalisation import Normalization, for_scoring
-from qcompile.runtime.session import Session
+from qcompile.runtime.kinds import load
 from qcompile.runtime.tasks import get_runtime_task
 
 
@@ -36,10 +36,12 @@ def score(model: str | Path, data: str | DatasetSplits, batch_size: int = 256,
     ``normalization`` with its ``mean`` and ``std`` (see :func:`~qcompile.runtime.normalisation.for_scoring`:
     ``"artifact"``, the values a qcompile artifact records; ``"given"``, ``normalization`` for an artifact
     that records none; ``"dataset"``, the train split's, for a plain ONNX file — ``log`` hears when that
-    happens), ``method`` and ``layers`` from the artifact's metadata.
+    happens), ``method`` and ``layers`` from the artifact's metadata; a ``dynamic`` artifact adds its
+    dispatch report (``mean_bits``, ``bits_per_layer``, ``mean_bitops``, ``selector_bitops``,
+    ``configurations``: see :mod:`qcompile.runtime.dynamic`).
     """
     measures = get_runtime_task(task) if task else None  # a task given is checked before any file is read
-    session = Session(model, providers=providers, spinning=spinning)
+    session = load(model, providers=providers, spinning=spinning)  # a classifier, or a dynamic model
     if measures is None:
         task = artifact_task(session.artifact)
         measures = get_runtime_task(task)
@@ -57,4 +59,4 @@ def score(model: str | Path, data: str | DatasetSplits, batch_size: int = 256,
             "seconds": seconds, "samples_per_s": len(x) / seconds if seconds > 0 else float("inf"),
             "providers": session.providers, "spinning": session.spinning,
             "normalization": source, "mean": list(used.mean), "std": list(used.std), "method": art.method,
-            "layers": list(art.layers)}
+            "layers": list(art.layers), **(session.dispatch_report() if hasattr(session, "dispatch_report") else {})}

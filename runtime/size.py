@@ -13,6 +13,7 @@ available (:func:`qcompile.runtime.bench.size_summary` checks first). The export
 from __future__ import annotations
 
 import math
+import zipfile
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,17 @@ def _tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
         yield from _node_tensors(function.node)
 
 
+def _graphs(path: Path) -> Iterator[onnx.ModelProto]:
+    """The graph of an ONNX file, or every graph of a bundle (a zip of ``<role>.onnx`` members)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                if name.endswith(".onnx"):
+                    yield onnx.load_from_string(z.read(name))
+    else:
+        yield onnx.load(str(path), load_external_data=False)
+
+
 def size_report(onnx_path: str | Path) -> dict:
     """``{file_bytes, tensors: [{name, dtype, elements, stored_bytes, bits}], by_dtype: {dtype:
     {count, elements, stored_bytes}}, quantized_bound_bytes, other_bytes, bound_bytes, ratio}``.
@@ -84,10 +96,9 @@ def size_report(onnx_path: str | Path) -> dict:
     code width of a quantized weight, else None.
     """
     path = Path(onnx_path)
-    model = onnx.load(str(path), load_external_data=False)
     tensors, by_dtype = [], defaultdict(lambda: {"count": 0, "elements": 0, "stored_bytes": 0})
     quantized_bound = other = 0.0
-    for t in _tensors(model):
+    for t in (t for model in _graphs(path) for t in _tensors(model)):
         meta = {p.key: p.value for p in t.metadata_props}
         dims_elements = math.prod(t.dims)
         bits = int(meta[BITS_KEY]) if BITS_KEY in meta else None

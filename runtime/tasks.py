@@ -57,6 +57,12 @@ class ClassificationMeasures(RuntimeTask):
 
     name = "classification"
 
+    def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Class indices: ``y``, or the arg-max of soft-label rows (a synthetic pool's)."""
+        del x
+        y = np.asarray(y)
+        return y.argmax(axis=1) if y.ndim == 2 else y
+
     def report(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
         """``accuracy`` (in [0, 1]), ``correct`` and ``samples``."""
         correct = int((_top1(outputs, targets) == targets).sum())

@@ -1,4 +1,4 @@
-"""The dynadfq plug-in (static widths): data-free compile on a synthetic pool, exact export, clear "not yet"."""
+"""The dynadfq plug-in (static widths): data-free compile on a synthetic pool, exact export, clear errors."""
 
 from __future__ import annotations
 
@@ -34,10 +34,12 @@ def pool_file(tmp_path_factory):
 
 
 @pytest.mark.parametrize("options, fragment", [
-    ({"bits": "2,3,4"}, "bit selector"), ({"bits": "4", "target_bitops": 3.0}, "bit selector"),
+    ({"bits": "2,3,4"}, "no --target-bitops"), ({"bits": "4", "target_bitops": 3.0}, "one width"),
+    ({"bits": "2,3,4", "target_bitops": 5.0}, "outside the candidate widths"),
+    ({"bits": "4", "bit_weight": 2.0}, "one width"),
     ({"bits": "9"}, "from 2 to 8"), ({"bits": "four"}, "from 2 to 8"), ({"bits": "4", "steps": 3}, "unknown DynaDFQ"),
 ])
-def test_what_is_not_available_says_so(options, fragment):
+def test_bad_options_say_what_to_do(options, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
         get_method("dynadfq", options)
     assert info.value.hint
@@ -97,13 +99,16 @@ def test_spec_conflicts_and_two_data_sources_are_errors(pool_file):
     assert (weights_only.plan.spec.w_bits, weights_only.plan.spec.a_bits) == (4, None)
 
 
-def test_cli_says_dynamic_widths_are_not_yet_available(tmp_path):
+@pytest.mark.parametrize("extra, fragment", [
+    ((), "no --target-bitops"), (("--target-bitops", "4.5"), "outside the candidate widths")])
+def test_cli_bad_selector_options_exit_2(tmp_path, extra, fragment):
     (tmp_path / "net.py").write_text("from conftest import TinyBNNet\n\ndef build():\n    return TinyBNNet()\n")
     result = CliRunner().invoke(cli, ["compile", f"{tmp_path / 'net.py'}:build", "--input-shape", "1,1,8,8",
-                                      "--method", "dynadfq", "--bits", "2,3,4", "--out", tmp_path / "m.onnx", "--json"])
+                                      "--method", "dynadfq", "--bits", "2,3,4", *extra, "--out", tmp_path / "m.onnx",
+                                      "--json"])
     assert result.exit_code == 2, result.stdout
     error = json.loads(result.stdout)["error"]
-    assert "bit selector" in error["message"] and "--bits 4" in error["hint"]
+    assert fragment in error["message"] and "--target-bitops" in error["hint"] + error["message"]
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -138,3 +143,13 @@ def test_synthesize_compile_run_from_the_command_line(tmp_path):
     assert not [w for w in doc.get("warnings", []) if "BatchNorm" in w["message"]]  # kept on purpose on a pool
     scored = invoke("run", tmp_path / "m.onnx", "--data", "digits")
     assert scored["samples"] > 0 and 0.0 <= scored["accuracy"] <= 1.0
+    dynamic = invoke("compile", *model, "--method", "dynadfq", "--bits", "2,3,4", "--target-bitops", 3,
+                     "--data-free", tmp_path / "pool.npz", "--epochs", 1, "--kd-alpha", 0.5, "--out",
+                     tmp_path / "dyn.qcz", "--run-dir", tmp_path / "dyn")
+    assert dynamic["parity"]["max_abs_diff"] <= 1e-4 and dynamic["parity"]["agreement"] == 1.0
+    scored = invoke("run", tmp_path / "dyn.qcz", "--data", "digits")
+    assert scored["samples"] > 0 and 2 <= scored["mean_bits"] <= 4 and sum(scored["configurations"].values()) == \
+        scored["samples"]
+    # BitOPs per image: the selector's share plus 2..4-bit layers (conv: 8·1·9·64 MACs, fc: 8·10)
+    macs = 8 * 9 * 64 + 8 * 10
+    assert scored["selector_bitops"] + 4 * macs <= scored["mean_bitops"] <= scored["selector_bitops"] + 16 * macs

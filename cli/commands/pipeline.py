@@ -204,11 +204,13 @@ def accuracies(cm) -> dict[str, Any] | None:
 
 
 def check_out_path(out_path: Path) -> None:
-    """Refuse an output name that is not a ``.onnx`` file before any slow work starts."""
+    """Refuse an output name that is not a ``.onnx`` file (or a ``.qcz`` bundle, which a method writing its own
+    kind of artifact may produce) before any slow work starts."""
     from qcompile.errors import ConfigError
 
-    if out_path.suffix.lower() != ".onnx":
-        raise ConfigError(f"output {out_path} does not end in .onnx", hint="name the artifact e.g. model-w4a8.onnx")
+    if out_path.suffix.lower() not in (".onnx", ".qcz"):
+        raise ConfigError(f"output {out_path} does not end in .onnx (or .qcz for a bundle)",
+                          hint="name the artifact e.g. model-w4a8.onnx (a dynamic model: model.qcz)")
     if out_path.is_dir():
         raise ConfigError(f"output {out_path} is a directory", hint="pass a file name, e.g. out/model.onnx")
 

@@ -17,6 +17,7 @@ hook                    decides                                             cons
 ``keeps_batchnorm_statistics``  data on which BN statistics are not re-estimated  ``calibrate``/``finetune``
 ``export_passes``       fx passes on the deployable graph, before ONNX      ``CompiledModel.deployable``
 ``onnx_passes``         ``onnx_ir`` passes inside the ONNX export pipeline   ``CompiledModel.export``
+``export_artifact``     an artifact of its own kind (e.g. a bundle)         ``CompiledModel.export``
 ``label``               how plots and tables name a run                     run directories, ``report``
 ``task``                what the model is trained for (objective, metrics)  ``qcompile.compile``
 ======================  ==================================================  =============================
@@ -32,6 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from qcompile.methods.cli_options import CliOptions
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import onnx_ir as ir
     import torch
     from torch import nn
@@ -113,6 +116,13 @@ class Method:
         """``onnx_ir`` passes run right after DecodeWeight lowering, so the cleanup passes that follow
         (unused nodes and opsets, metadata, compaction) apply to what they add."""
         return []
+
+    def export_artifact(self, compiled: Any, path: Path | None, opset: int | None) -> Any:
+        """Write an artifact of the method's own kind (e.g. DynaDFQ's ``dynamic`` bundle: selector + model)
+        at ``path`` and return its :class:`~qcompile.export.onnx_export.ExportReport`; with ``path`` None,
+        build and check it, write nothing, return True (the dry run before training). Default False:
+        the core's single-graph export."""
+        return False
 
     def label(self, spec: QuantSpec) -> str:
         """How plots and tables name a run; runs that share it are seeds of one configuration."""

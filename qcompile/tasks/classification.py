@@ -1,4 +1,4 @@
-"""Classification: int64 labels, cross-entropy, Hinton distillation, top-1 accuracy.
+"""Classification: int64 labels (or soft labels), cross-entropy, Hinton distillation, top-1 accuracy.
 
 The default task, and exactly what the loop did before tasks existed: history keeps the names
 ``train_loss``/``train_acc``/``test_acc``/``test_loss`` and every number is computed the same way.
@@ -9,6 +9,9 @@ Distillation (Hinton et al., 2015), with temperature T and weight α (blended by
     loss = (1 − α)·CE(student, y) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T))
 
 T² keeps the soft-target gradients on the same scale as the hard-target ones when T changes.
+
+Targets are class indices ``(N,)``, or class probabilities ``(N, classes)`` (soft labels, e.g. a
+synthetic pool's): cross-entropy is then −Σ_c y_c·log p_c, and accuracy counts the arg-max of the row.
 """
 
 from __future__ import annotations
@@ -38,13 +41,19 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
     return kl * (t * t)
 
 
+def hard_targets(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices: the targets themselves, or the arg-max of soft-label rows."""
+    return targets.argmax(dim=1) if targets.dim() == 2 else targets
+
+
 def batch_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of rows whose arg-max equals the target."""
-    return (outputs.detach().argmax(dim=1) == targets).float().mean().item()
+    """Fraction of rows whose arg-max equals the target (a soft label's arg-max)."""
+    return (outputs.detach().argmax(dim=1) == hard_targets(targets)).float().mean().item()
 
 
 class Classification(Task):
-    """Logits ``(N, classes)`` against int64 labels ``(N,)``; the headline metric is top-1 accuracy."""
+    """Logits ``(N, classes)`` against int64 labels ``(N,)`` or probability rows ``(N, classes)``; the
+    headline metric is top-1 accuracy."""
 
     name = "classification"
     metrics = ("acc",)
@@ -54,7 +63,8 @@ class Classification(Task):
 
     def targets(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
         del x
-        return torch.from_numpy(np.asarray(y, dtype=np.int64))
+        y = np.asarray(y)
+        return torch.from_numpy(np.asarray(y, dtype=np.float32 if y.ndim == 2 else np.int64))
 
     def check_targets(self, y: np.ndarray, outputs: Any, split: str) -> None:
         """Labels are integer class indices in ``[0, classes)``, ``classes`` being the outputs' width."""
@@ -65,6 +75,9 @@ class Classification(Task):
                                    "classes)), or train it for another task")
         classes = outputs.shape[1]
         y = np.asarray(y)
+        if y.ndim == 2:
+            _check_soft(y, classes, split)
+            return
         if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.array_equal(y, np.round(y))):
             raise DataError(f"the {split} labels are {y.dtype} values, not class indices",
                             hint=f"give integer labels 0..{classes - 1}, one per sample")
@@ -82,5 +95,15 @@ class Classification(Task):
 
     def evaluation_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """``acc``: the number of correct top-1 predictions; ``loss``: summed cross-entropy."""
-        return {"acc": int((outputs.argmax(dim=1) == targets).sum().item()),
+        return {"acc": int((outputs.argmax(dim=1) == hard_targets(targets)).sum().item()),
                 "loss": F.cross_entropy(outputs, targets, reduction="sum").item()}
+
+
+def _check_soft(y: np.ndarray, classes: int, split: str) -> None:
+    """Soft labels: one probability row per sample, one column per class score."""
+    if y.shape[1] != classes:
+        raise DataError(f"the {split} soft labels have {y.shape[1]} columns, but the model outputs {classes} class "
+                        "scores", hint=f"give one probability per class ({classes} columns), or class indices")
+    if not np.isfinite(y).all() or (y < 0).any() or not np.allclose(y.sum(axis=1), 1.0, atol=1e-4):
+        raise DataError(f"the {split} soft labels are not probability rows (non-negative, summing to 1)",
+                        hint="normalise each row to sum to 1, or give class indices")

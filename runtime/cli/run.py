@@ -50,11 +50,23 @@ def summary(r: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
 
     return f"{r['model']} on {r['data']} (test split)", [
         *get_runtime_task(r["task"]).report_rows(r),
+        *dispatch_rows(r),
         ("throughput", f"{r['samples_per_s']:,.0f} samples/s ({r['seconds']:.2f}s)"),
         ("providers", ", ".join(r["providers"])),
         ("method", r["method"] or "— (no qcompile metadata)"),
         ("normalisation", f"{NORMALIZATION_SOURCES[r['normalization']]}: mean {r['mean']}, std {r['std']}"),
     ]
+
+
+def dispatch_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """A dynamic model's per-image widths: mean bits, mean BitOPs (selector included), configurations."""
+    if "mean_bits" not in r:
+        return []
+    top = sorted(r["configurations"].items(), key=lambda kv: -kv[1])[:3]
+    return [("bits per image", f"{r['mean_bits']:.3f} (mean over layers and images)"),
+            ("BitOPs per image", f"{r['mean_bitops'] / 1e9:.4f} G (selector {r['selector_bitops'] / 1e9:.4f} G)"),
+            ("configurations", f"{len(r['configurations'])} used; most frequent "
+                               + ", ".join(f"{c} ×{n}" for c, n in top))]
 
 
 def render(r: dict[str, Any]) -> str:

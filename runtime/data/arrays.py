@@ -18,7 +18,8 @@ from qcompile.runtime.normalisation import normalise
 
 @dataclass(frozen=True, eq=False)
 class ArrayDataset:
-    """Images ``x`` (float32, NCHW, values in [0, 1]) and labels ``y`` (int64), same length."""
+    """Images ``x`` (float32, NCHW, values in [0, 1]) and labels ``y``, same length: int64 class indices,
+    or float32 (N, classes) soft labels (a synthetic pool's class probabilities, for training)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -27,8 +28,9 @@ class ArrayDataset:
         # Loaders build these; a violation here is a bug in a loader, not a user error.
         if self.x.ndim != 4 or self.x.dtype != np.float32:
             raise ValueError(f"x must be float32 NCHW, got {self.x.dtype} with shape {self.x.shape}")
-        if self.y.ndim != 1 or self.y.dtype != np.int64:
-            raise ValueError(f"y must be a 1-D int64 array, got {self.y.dtype} with shape {self.y.shape}")
+        if not ((self.y.ndim == 1 and self.y.dtype == np.int64) or (self.y.ndim == 2 and self.y.dtype == np.float32)):
+            raise ValueError(f"y must be 1-D int64 labels or 2-D float32 soft labels, got {self.y.dtype} with "
+                             f"shape {self.y.shape}")
         if len(self.x) != len(self.y):
             raise ValueError(f"x has {len(self.x)} samples but y has {len(self.y)}")
 

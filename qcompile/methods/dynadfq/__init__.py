@@ -8,10 +8,14 @@ Built so far (one concept per module):
 - :mod:`.widths` — switch a multi-width model to one configuration (per layer: weight and input width);
 - :mod:`.cost` — BitOPs per layer and in total (MACs × weight bits × input bits);
 - :mod:`.options`, :mod:`.method`, :mod:`.pool_data`, :mod:`.step` — the plug-in, static widths on a
-  synthetic pool with the float BatchNorm statistics kept.
+  synthetic pool with the float BatchNorm statistics kept;
+- :mod:`.selector`, :mod:`.insert_selector` — the per-image bit selector and the pass that adds it;
+- :mod:`.regulariser`, :mod:`.dynamic_step` — BitOPs per image and the joint training step;
+- :mod:`.width_inputs`, :mod:`.export` — the ``dynamic`` bundle (the runtime side is
+  :mod:`qcompile.runtime.dynamic`).
 
-The synthetic data it trains on is :mod:`qcompile.synthesis` (``qcompile synthesize``). The bit selector,
-its training and the runtime's per-image dispatch are not built yet. Parts are imported on first use.
+The synthetic data it trains on is :mod:`qcompile.synthesis` (``qcompile synthesize``). Parts are
+imported on first use.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import importlib
 _LAZY = {"NestedWeightQuantizer": "nested", "candidate_widths": "nested", "truncate_codes": "nested",
          "MultiBitActivationQuantizer": "activation", "LayerCost": "cost", "bitops": "cost",
          "layer_costs": "cost", "set_widths": "widths", "current_widths": "widths",
-         "multi_width_layers": "widths"}
+         "multi_width_layers": "widths", "BitSelector": "selector", "DynamicOp": "selector",
+         "InsertBitSelector": "insert_selector", "FixWidths": "insert_selector", "image_bitops": "regulariser"}
 
 
 def __getattr__(name: str):

@@ -1,18 +1,22 @@
-"""The DynaDFQ plug-in, static configurations for now: which hooks it overrides and with what.
+"""The DynaDFQ plug-in: which hooks it overrides and with what.
 
 - ``plan_spec``: ``--bits B`` is the width of every quantized layer's weights and input activations
-  (W_bA_b, the configuration DynaDFQ's tables report); ``--a-bits none`` keeps activations float;
+  (W_bA_b, the configuration DynaDFQ's tables report); ``--a-bits none`` keeps activations float; with
+  several candidates (``--bits 2,3,4``) the plan is at the widest, which calibration uses;
 - ``weight_quantizer``: the nested mid-rise per-channel quantizer (:mod:`.nested`) over the candidate
   widths, in use at B; a layer whose bits a policy or override chose (e.g. ``--first-layer 8bit``) keeps
   the core's quantizer;
 - ``activation_quantizer``: per-tensor at B from one calibrated, then frozen range (:mod:`.activation`);
-- ``data_source``: the synthetic pool, from ``--data-free POOL`` or ``--data pool:POOL``;
+- ``extra_passes``: with several candidates, the bit selector on the input (:mod:`.insert_selector`);
+- ``data_source``: the synthetic pool, from ``--data-free POOL`` or ``--data pool:POOL`` (with the
+  selector: its soft labels as targets);
 - ``keeps_batchnorm_statistics`` and ``step_strategy``: on a pool, the float model's BatchNorm statistics
-  are kept (no re-estimation) and frozen during training (:mod:`.step`).
+  are kept (no re-estimation) and frozen during training (:mod:`.step`); with the selector, the joint step
+  of :mod:`.dynamic_step` (mixup of easy images, the BitOPs regulariser toward ``--target-bitops``).
 
-Training is the loop's own step; distillation from the float model is ``--kd-alpha``. The bit selector,
-its training (soft-label CE, mixup of easy images, the BitOPs regulariser) and the runtime's per-image
-dispatch are not built yet: asking for several widths or a BitOPs target says so.
+Distillation from the float model is ``--kd-alpha``. With the selector, ``export_artifact`` writes the
+``dynamic`` bundle (selector graph + one multi-width graph taking the widths as an input, :mod:`.export`),
+which the runtime dispatches per image; ``export_passes`` make ``deployable()`` the static fallback.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import replace
 from qcompile.errors import ConfigError
 from qcompile.methods.base import Method
 from qcompile.methods.dynadfq.activation import MultiBitActivationQuantizer
+from qcompile.methods.dynadfq.dynamic_step import DynamicStep
+from qcompile.methods.dynadfq.insert_selector import FixWidths, InsertBitSelector
 from qcompile.methods.dynadfq.nested import NestedWeightQuantizer
 from qcompile.methods.dynadfq.options import CLI_OPTIONS, DynaDFQOptions
 from qcompile.methods.dynadfq.pool_data import PREFIX, is_pool, pool_splits
@@ -35,7 +41,7 @@ API_DEFAULT_BITS = (4, 8)  # compile()'s w_bits and a_bits when not given
 @register_method
 class DynaDFQ(Method):
     name = "dynadfq"
-    summary = "data-free quantization on a synthetic pool (static widths; the per-image bit selector is coming)"
+    summary = "data-free quantization on a synthetic pool, static widths or a per-image bit selector"
     paper = "Hong, Baik, Oh & Lee, Diversity, Plausibility, and Difficulty: Dynamic Data-Free Quantization, WACV 2025"
     cli_options = CLI_OPTIONS
 
@@ -66,6 +72,30 @@ class DynaDFQ(Method):
             return super().activation_quantizer(site, signed)
         return MultiBitActivationQuantizer(self.settings.bits, signed=signed, bits=self.settings.width)
 
+    def extra_passes(self, plan):
+        return [InsertBitSelector(self.settings.bits)] if self.settings.dynamic else []
+
+    def export_passes(self, plan):
+        """With the selector, :meth:`deployable` is the static fallback (:class:`FixWidths`: each layer at
+        its most frequent width, BatchNorm folded into the ops it unwrapped); the export itself writes the
+        ``dynamic`` bundle (:meth:`export_artifact`)."""
+        if not self.settings.dynamic:
+            return []
+        from qcompile.passes.fold_batchnorm import FoldBatchNorm
+
+        return [FixWidths(), FoldBatchNorm()]
+
+    def export_artifact(self, compiled, path, opset):
+        """With the selector: the ``dynamic`` bundle (:mod:`.export`); else the core's export."""
+        if not self.settings.dynamic:
+            return False
+        from qcompile.methods.dynadfq.export import check_selector_exports, export_dynamic
+
+        if path is None:
+            check_selector_exports(compiled)
+            return True
+        return export_dynamic(compiled, path, opset)
+
     def data_source(self, spec, model, example_inputs):
         if spec is not None and spec.startswith(PREFIX):
             path = spec[len(PREFIX):]
@@ -77,14 +107,20 @@ class DynaDFQ(Method):
         else:
             path = self.settings.pool
         self._on_pool = True
-        return pool_splits(path)
+        return pool_splits(path, soft=self.settings.dynamic)
 
     def keeps_batchnorm_statistics(self, data) -> bool:
         return is_pool(data)
 
     def step_strategy(self):
-        """Frozen BatchNorm statistics when the data is a pool (known once data was loaded), else the standard step."""
+        """With the selector, the joint step; else frozen BatchNorm statistics when the data is a pool (known
+        once data was loaded), else the standard step."""
+        if self.settings.dynamic:
+            return DynamicStep(self.settings.target_bitops, self.settings.bit_weight, freeze_batchnorm=self._on_pool,
+                               selector_lr=self.settings.selector_lr)
         return FrozenBatchNormStep() if self._on_pool else None
 
     def label(self, spec: QuantSpec) -> str:
+        if self.settings.dynamic:
+            return f"{self.name} W{{{','.join(map(str, self.settings.bits))}}} T{self.settings.target_bitops:g}"
         return f"{self.name} W{spec.w_bits}" + (f"A{spec.a_bits}" if spec.a_bits else "")

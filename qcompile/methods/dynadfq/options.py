@@ -1,11 +1,14 @@
 """DynaDFQ's settings (``QuantSpec.method_options``), checked once; torch-free (``qcompile --help`` reads it).
 
 - ``bits``: the candidate widths, '4' or '2,3,4'. One width is a static configuration W_bA_b (every
-  quantized layer's weights and input activations at b); several need the per-image bit selector,
-  which this version does not have yet (a clear error says so).
+  quantized layer's weights and input activations at b); several add the per-image bit selector, which
+  picks one of them per layer and image.
 - ``pool``: the synthetic pool (``qcompile synthesize ... --out pool.npz``) to calibrate and train on
   instead of real data (``--data-free pool.npz``; the same as ``--data pool:pool.npz``).
-- ``target_bitops``: the selector's mean-BitOPs target; declared so the flag answers "not yet".
+- ``target_bitops``: the selector's mean-BitOPs target as an equivalent width T (the cost of the same
+  layers at static W_T A_T, selector included; see :mod:`.regulariser`); needed with several widths.
+- ``bit_weight``: λ of the BitOPs regulariser (default 1); ``selector_lr``: the selector's learning rate
+  (default 1e-2; the weights train at ``--lr``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from typing import Any
 from qcompile.errors import ConfigError
 from qcompile.methods.cli_options import CliOption, CliOptions
 
-NOT_YET = "the per-image bit selector (dynamic widths, --target-bitops) is not available in this version"
-NOT_YET_HINT = "give one width for a static configuration, e.g. --bits 4 (W4A4)"
 
 
 def parse_bits(value: Any) -> tuple[int, ...]:
@@ -37,38 +38,66 @@ def parse_bits(value: Any) -> tuple[int, ...]:
 class DynaDFQOptions:
     bits: tuple[int, ...] = (4,)
     pool: str | None = None
+    target_bitops: float | None = None
+    bit_weight: float = 1.0
+    selector_lr: float = 1e-2
 
     @property
     def width(self) -> int:
-        """The one width of a static configuration."""
-        return self.bits[0]
+        """The width the model is planned (and calibrated) at: the widest candidate."""
+        return self.bits[-1]
+
+    @property
+    def dynamic(self) -> bool:
+        return len(self.bits) > 1
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> DynaDFQOptions:
-        unknown = sorted(set(options) - {"bits", "pool", "target_bitops"})
+        unknown = sorted(set(options) - {"bits", "pool", "target_bitops", "bit_weight", "selector_lr"})
         if unknown:
             raise ConfigError(f"unknown DynaDFQ option(s) {', '.join(unknown)}",
-                              hint="DynaDFQ takes bits, pool (and, later, target_bitops)")
+                              hint="DynaDFQ takes bits, pool, target_bitops, bit_weight and selector_lr")
         bits = parse_bits(options.get("bits", 4))
-        if len(bits) > 1 or options.get("target_bitops") is not None:
-            raise ConfigError(f"{NOT_YET} (asked for: --bits {','.join(map(str, bits))}"
-                              f"{'' if options.get('target_bitops') is None else ', --target-bitops'})",
-                              hint=NOT_YET_HINT)
+        target, given_weight = options.get("target_bitops"), options.get("bit_weight")
+        weight = 1.0 if given_weight is None else float(given_weight)
+        given_lr = options.get("selector_lr")
+        selector_lr = 1e-2 if given_lr is None else float(given_lr)
+        listed = ",".join(map(str, bits))
+        if len(bits) > 1 and target is None:
+            raise ConfigError(f"--bits {listed} gives the bit selector several widths, but no --target-bitops",
+                              hint=f"add --target-bitops T, the mean cost as an equivalent width from {bits[0]} to "
+                                   f"{bits[-1]} (e.g. {(bits[0] + bits[-1]) / 2:g}: the cost of W{(bits[0] + bits[-1]) / 2:g}A"
+                                   f"{(bits[0] + bits[-1]) / 2:g})")
+        if len(bits) == 1 and (target is not None or given_weight is not None or given_lr is not None):
+            raise ConfigError(f"--target-bitops, --bit-weight and --selector-lr steer the bit selector, which one width (--bits {listed}) "
+                              "does not have", hint="give several candidate widths, e.g. --bits 2,3,4, or drop them")
+        if target is not None and not bits[0] <= float(target) <= bits[-1]:
+            raise ConfigError(f"--target-bitops {target} is outside the candidate widths {bits[0]}..{bits[-1]} "
+                              "(it is an equivalent width: the cost of static W_T A_T)",
+                              hint=f"give a value from {bits[0]} to {bits[-1]}")
+        if not weight >= 0 or not selector_lr > 0:
+            raise ConfigError(f"--bit-weight {weight} must be >= 0 and --selector-lr {selector_lr} > 0",
+                              hint="e.g. --bit-weight 1 --selector-lr 0.01")
         pool = options.get("pool")
-        return cls(bits, None if pool is None else str(pool))
+        return cls(bits, None if pool is None else str(pool), None if target is None else float(target), weight,
+                   selector_lr)
 
 
 CLI_OPTIONS = CliOptions(
     title="DynaDFQ",
-    description="Data-free quantization on a synthetic pool (qcompile synthesize). Static widths only so far: "
-                "--bits B quantizes every layer's weights (nested mid-rise codes) and inputs at B bits.",
+    description="Data-free quantization on a synthetic pool (qcompile synthesize): --bits B quantizes every "
+                "layer's weights (nested mid-rise codes) and inputs at B bits; --bits 2,3,4 adds a per-image bit "
+                "selector trained toward --target-bitops.",
     usage="with --method dynadfq",
     options=(
         CliOption("--bits", "bits", "Width(s) of weights and activations: one (static W_bA_b, e.g. 4) or a "
-                  "candidate list for the bit selector (e.g. 2,3,4; not available yet) [default: 4].", metavar="B[,B...]"),
+                  "candidate list for the per-image bit selector (e.g. 2,3,4) [default: 4].", metavar="B[,B...]"),
         CliOption("--data-free", "pool", "Synthetic pool (.npz from `qcompile synthesize`) to calibrate and train on "
                   "instead of --data.", metavar="POOL.npz"),
-        CliOption("--target-bitops", "target_bitops", "Mean BitOPs target of the bit selector (not available yet).",
-                  type=float, min=0),
+        CliOption("--target-bitops", "target_bitops", "Mean BitOPs per image the bit selector aims at, as an "
+                  "equivalent width T: the cost of the same layers at static W_T A_T (e.g. 3).", type=float, min=0),
+        CliOption("--bit-weight", "bit_weight", "Weight of the BitOPs regulariser [default: 1].", type=float, min=0),
+        CliOption("--selector-lr", "selector_lr", "Learning rate of the bit selector (the weights use --lr) "
+                  "[default: 0.01].", type=float, min=0),
     ),
 )

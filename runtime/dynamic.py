@@ -1,0 +1,121 @@
+"""The ``dynamic`` kind: a bit selector and a multi-width model, dispatched per image (torch-free).
+
+A batch runs in three steps: the ``selector`` graph gives each image one candidate index per dynamic
+layer; images are grouped by that configuration; the ``model`` graph runs once per group with the
+group's ``widths`` vector. Outputs come back in input order, with the widths chosen per image. What one
+image gets never depends on the others in its batch (the selector and each group's run are per image).
+
+Cost per image, from the manifest's ``dynamic`` record: BitOPs = static layers' + selector's
+(MACs × 32 × 32) + Σ_l MACs_l · b_l² over the dynamic layers at the chosen widths. onnxruntime on a
+CPU computes in dequantized float, so fewer bits are not faster here: BitOPs measure what integer
+hardware would do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from qcompile.runtime.artifact import Artifact
+from qcompile.runtime.container import Contents
+from qcompile.runtime.errors import ArtifactError, InputError
+from qcompile.runtime.kinds import register_kind
+from qcompile.runtime.session import Session, check_input
+
+DYNAMIC = "dynamic"
+FLOAT_BITS = 32
+
+
+class DynamicSession:
+    """``predict(x)`` like a classifier's :class:`~qcompile.runtime.Session`; ``last_widths`` holds the
+    widths (bits) each image of the latest ``predict``/``run`` got, one column per dynamic layer."""
+
+    def __init__(self, contents: Contents):
+        info = contents.manifest.extra.get(DYNAMIC) or {}
+        try:
+            self.candidates = np.asarray(info["candidates"], dtype=np.int64)
+            self.layer_names = list(info["layers"])
+            self.macs = np.asarray(info["macs"], dtype=np.float64)
+            self.selector_macs, self.static_bitops = int(info["selector_macs"]), int(info["static_bitops"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{contents.path}: the manifest's 'dynamic' record is incomplete ({e})",
+                                hint="re-export the model with qcompile") from None
+        self.spinning = contents.engine.spinning
+        self._selector, self._model = contents.session("selector"), contents.session("model")
+        manifest = contents.manifest
+        art = Artifact.from_session(contents.path, self._selector, dataclasses.replace(manifest, classes=None),
+                                    contents.file_size_bytes)
+        self.artifact = dataclasses.replace(art, classes=manifest.classes, manifest=manifest, output_width=None,
+                                            output_names=tuple(o.name for o in self._model.get_outputs()))
+        inputs = [i.name for i in self._model.get_inputs()]
+        if len(inputs) != 2 or len(self.macs) != len(self.layer_names):
+            raise ArtifactError(f"{contents.path}: the model graph must take (images, widths)",
+                                hint="re-export the model with qcompile")
+        self._x_name, self._widths_name = inputs
+        self.last_widths: np.ndarray | None = None
+
+    @property
+    def providers(self) -> list[str]:
+        return self._model.get_providers()
+
+    def choose(self, x: np.ndarray) -> np.ndarray:
+        """Candidate indices (N, L) for normalised images ``x``."""
+        return self._selector.run(None, {self.artifact.input_name: x})[0].astype(np.int64)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One batch of normalised images: selector, grouping by configuration, one model run per group."""
+        check_input(x, self.artifact.input_shape, self.artifact.input_dtype)
+        indices = self.choose(x)
+        configs, group = np.unique(indices, axis=0, return_inverse=True)
+        outputs = None
+        for g, config in enumerate(configs):
+            rows = np.flatnonzero(group.reshape(-1) == g)
+            out = self._model.run(None, {self._x_name: x[rows], self._widths_name: config})[0]
+            if outputs is None:
+                outputs = np.empty((len(x), *out.shape[1:]), out.dtype)
+            outputs[rows] = out
+        self.last_widths = self.candidates[indices]
+        return outputs
+
+    def predict(self, x: np.ndarray, batch_size: int = 64, normalize: bool = False) -> np.ndarray:
+        """Outputs for all of ``x`` in input order, ``batch_size`` images per selector call."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_input(x, (None, *self.artifact.input_shape[1:]), self.artifact.input_dtype)
+        if len(x) == 0:
+            raise InputError("predict got 0 samples", hint="pass at least one sample")
+        if normalize:
+            x = self.normalize(x)
+        outputs, widths = [], []
+        for start in range(0, len(x), batch_size):
+            outputs.append(self.run(x[start:start + batch_size]))
+            widths.append(self.last_widths)
+        self.last_widths = np.concatenate(widths)
+        return np.concatenate(outputs)
+
+    normalize = Session.normalize  # (x − mean) / std with the artifact's statistics; it reads only self.artifact
+
+    def bitops(self, widths: np.ndarray) -> np.ndarray:
+        """BitOPs per image for widths (N, L) in bits."""
+        fixed = self.static_bitops + self.selector_macs * FLOAT_BITS * FLOAT_BITS
+        return fixed + (widths.astype(np.float64) ** 2) @ self.macs
+
+    def dispatch_report(self) -> dict[str, Any]:
+        """Bits and BitOPs of the latest ``predict``: means, the configurations used and their counts."""
+        widths = self.last_widths
+        bitops = self.bitops(widths)
+        configs, counts = np.unique(widths, axis=0, return_counts=True)
+        return {"mean_bits": float(widths.mean()), "bits_per_layer": dict(zip(self.layer_names,
+                                                                                widths.mean(axis=0).tolist())),
+                "mean_bitops": float(bitops.mean()),
+                "selector_bitops": self.selector_macs * FLOAT_BITS * FLOAT_BITS,
+                "configurations": {"/".join(map(str, c)): int(n) for c, n in zip(configs.tolist(), counts)}}
+
+    def __repr__(self) -> str:
+        return f"DynamicSession({str(self.artifact.path)!r}, layers={self.layer_names})"
+
+
+register_kind(DYNAMIC, DynamicSession, graphs=("selector", "model"), fields=(DYNAMIC,),
+              description="a bit selector and a multi-width model: images -> class scores, widths chosen per image")
