@@ -11,6 +11,7 @@ import os
 
 import click
 
+from qcompile.cli.commands.codec_train import codec_group
 from qcompile.cli.commands.demo import demo
 from qcompile.cli.commands.inspection import inspect
 from qcompile.cli.commands.pipeline import compile_command, export, finetune
@@ -72,7 +73,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = CliState(debug=debug)
 
 
-for command in (demo, inspect, synthesize, compile_command, finetune, export, run, bench, report):
+for command in (demo, inspect, synthesize, compile_command, finetune, export, run, bench, report, codec_group()):
     cli.add_command(command)
 
 

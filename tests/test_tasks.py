@@ -187,9 +187,9 @@ def test_distillation_for_a_task_without_one_is_refused_before_training():
 
 
 def test_unknown_task_names_are_config_errors_listing_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown task 'codec'") as err:
-        get_task("codec")
-    assert "classification, regression" in err.value.hint
+    with pytest.raises(ConfigError, match="unknown task 'segmentation'") as err:
+        get_task("segmentation")
+    assert "classification, codec, regression" in err.value.hint
     assert get_task(None).name == "classification" and isinstance(get_task("regression"), Regression)
 
 

@@ -7,6 +7,7 @@
 
 from qcompile.tasks.base import Task
 from qcompile.tasks.classification import Classification
+from qcompile.tasks.codec import Codec
 from qcompile.tasks.registry import available_tasks, get_task, register_task
 
-__all__ = ["Classification", "Task", "available_tasks", "get_task", "register_task"]
+__all__ = ["Classification", "Codec", "Task", "available_tasks", "get_task", "register_task"]

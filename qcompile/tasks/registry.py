@@ -5,6 +5,7 @@ from __future__ import annotations
 from qcompile.errors import ConfigError
 from qcompile.tasks.base import Task
 from qcompile.tasks.classification import Classification
+from qcompile.tasks.codec import Codec
 
 DEFAULT = "classification"
 
@@ -35,3 +36,4 @@ def get_task(task: str | Task | None = None) -> Task:
 
 
 register_task(Classification)
+register_task(Codec)
