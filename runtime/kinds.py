@@ -18,7 +18,10 @@ from qcompile.runtime.container import SINGLE_GRAPH, Contents, read_artifact
 from qcompile.runtime.engine import Engine
 from qcompile.runtime.errors import ArtifactError
 
-_BUILTIN = {"classifier": "qcompile.runtime.session"}  # kind -> module that registers it when imported
+_BUILTIN = {  # kind -> module that registers it when imported
+    "classifier": "qcompile.runtime.session",
+    "codec": "qcompile.runtime.codec.session",
+}
 _KINDS: dict[str, Kind] = {}
 
 
