@@ -11,6 +11,7 @@ import os
 
 import click
 
+from qcompile.cli.commands.codec import codec
 from qcompile.cli.commands.demo import demo
 from qcompile.cli.commands.inspection import inspect
 from qcompile.cli.commands.pipeline import compile_command, export, finetune
@@ -64,13 +65,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
       qcompile run m.onnx --data mnist:DIR
       qcompile bench m.onnx --reference fp32.onnx
       qcompile report runs/seed* --out curves.png
+      qcompile codec compress photo.png -o photo.qc
 
     Every command takes --json (one JSON document on stdout) and --help.
     """
     ctx.obj = CliState(debug=debug)
 
 
-for command in (demo, inspect, compile_command, finetune, export, run, bench, report):
+for command in (demo, inspect, compile_command, finetune, export, run, bench, report, codec):
     cli.add_command(command)
 
 

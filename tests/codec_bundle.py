@@ -1,14 +1,14 @@
 """A tiny codec bundle for the runtime's tests, built with onnx.helper (no training, no torch).
 
-Encoder: one stride-``ds`` convolution (3 → M channels, kernel ds×ds) scaled so latents span a few
-quantization steps; decoder: the matching transposed convolution. Tables: a discretised Laplace per
+Encoder: one stride-``ds`` convolution (3 → M channels, kernel ds×ds), M orthonormal projections of
+each ds×ds×3 block times ``gain`` (latents span a few quantization steps); decoder: the matching
+transposed convolution (exact inverse when M = 3·ds², so the error is the quantization's alone). Tables: a discretised Laplace per
 channel (and, in universal mode, per dither level), quantized to 16 bits with every symbol, the
 overflow one included, at least 1/2^16 — the codec contract's layout.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +63,9 @@ def build_codec(path: Path, *, m: int = 4, ds: int = 4, gain: float = 4.0, radiu
                 levels: int = 4, seed: int = 7, weight_seed: int = 0, scales: list[float] | None = None) -> Path:
     """Write a tiny codec bundle to ``path``; ``gain`` scales the encoder (larger: more bits, more escapes)."""
     rng = np.random.default_rng(weight_seed)
-    enc = rng.standard_normal((m, 3, ds, ds)) * gain / (ds * math.sqrt(3))
-    dec = np.linalg.pinv(enc.reshape(m, -1)).T.reshape(m, 3, ds, ds)  # least-squares inverse on each block
+    q, _ = np.linalg.qr(rng.standard_normal((3 * ds * ds, m)))  # orthonormal columns: a well-conditioned code
+    enc = (q.T * gain).reshape(m, 3, ds, ds)
+    dec = (q.T / gain).reshape(m, 3, ds, ds)  # the least-squares inverse of each block's projection
     universal = quantization == "universal"
     tables = laplace_tables(scales or [1.0 + c for c in range(m)], radius, levels if universal else 0)
     fields = {"quantization": quantization, "reconstruction": "identity", "alpha": None, "latent_channels": m,
