@@ -76,7 +76,7 @@ def decompress(out: Output, file: Path, out_path: Path, model: str | None, provi
               help=f"{runtime_codec.JPEG_HELP} [default: 10,20,...,90]")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="RD.png",
               help=runtime_codec.PLOT_HELP)
-@click.option("--ms-ssim/--no-ms-ssim", default=True, show_default=True, help=runtime_codec.NO_MS_SSIM_HELP)
+@click.option("--ms-ssim/--no-ms-ssim", default=True, show_default=True, help=runtime_codec.MS_SSIM_HELP)
 @providers_option
 @threads_option
 @reporting
