@@ -1,11 +1,12 @@
 """Learned image codec on Kodak: rate–distortion of every trained codec bundle against JPEG, UN+Q and
 CompressAI's published bmshj2018-factorized points, on the 24 Kodak images and the held-out photos.
 
-    python benchmarks/codec_kodak.py [BUNDLE.qcodec ...]   # default: benchmarks/results/codec/*.qcodec
+    python benchmarks/codec_kodak.py [BUNDLE.qcodec ...]   # default: benchmarks/results/codec/**/*.qcodec
 
 Rates are the sizes of the .qc files the runtime writes (header included); PSNR is RGB, 8-bit; MS-SSIM
-as in CompressAI. Bundles are grouped into curves by their manifest's ``curve`` field (else by how
-they quantize, :func:`qcompile.runtime.codec.evaluate.curve_of`). BD-rate (PSNR, cubic Bjøntegaard
+as in CompressAI. Bundles are grouped into curves by their manifest's ``curve`` field, else by the
+training arm and the export's quantization (:data:`ARMS`: noise-trained and rounded is UN+Q, noise-
+trained with universal quantization UN+UQ, soft-rounding-trained with universal quantization UN+UQ+SR). BD-rate (PSNR, cubic Bjøntegaard
 over the overlapping PSNR range) of each curve against UN+Q, JPEG (Pillow, 4:2:0) and CompressAI's
 published points. Timings are the runtime's own (onnxruntime network and entropy coding, separately)
 per Kodak image. Each bundle's results are cached in ``<out>.partial.json`` so an interrupted run
@@ -41,12 +42,15 @@ JPEG_QUALITIES = (5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90)
 COMPRESSAI = "CompressAI bmshj2018-factorized (published)"
 COMPRESSAI_POINTS = [(0.123, 26.91), (0.288, 29.62), (0.440, 31.28), (0.648, 32.96), (0.967, 35.38)]
 ANCHOR = "UN+Q"
+# (training arm of `qcompile codec train --quantization`, export quantization) -> the paper's name
+ARMS = {("un", "round"): "UN+Q", ("un", "universal"): "UN+UQ", ("uq-sr", "universal"): "UN+UQ+SR"}
 GOAL_PCT = -10.0  # the best arm's BD-rate against JPEG
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bundles", nargs="*", type=Path, help="codec bundles (default: benchmarks/results/codec/*.qcodec)")
+    parser.add_argument("bundles", nargs="*", type=Path,
+                        help="codec bundles (default: benchmarks/results/codec/**/*.qcodec)")
     parser.add_argument("--kodak", type=Path, default=KODAK)
     parser.add_argument("--photos", type=Path, default=PHOTOS)
     parser.add_argument("--holdout", type=int, default=5, help="the last N sorted photos were held out of training")
@@ -84,11 +88,20 @@ def evaluate_sets(bundles: list[Path], sets: dict[str, list[Path]], qualities: l
                 tmp_cache = cache.with_name(cache.name + ".tmp")
                 tmp_cache.write_text(json.dumps(done))
                 os.replace(tmp_cache, cache)
-            codecs.append(done[key])
+            codecs.append({**done[key], "curve": arm_of(done[key])})
         jpeg = [evaluate_jpeg(q, images) for q in qualities]
         out[name] = {"images": [n for n, _ in images], "codecs": codecs, "jpeg": jpeg,
                      "curves": curves_of(codecs + jpeg)}
     return out
+
+
+def arm_of(result: dict[str, Any]) -> str:
+    """The curve of an evaluated bundle: its ``curve`` field, else the paper's name of (arm, quantization)."""
+    fields = result["codec"]
+    if fields.get("curve"):
+        return fields["curve"]
+    arm = (fields.get("training") or {}).get("quantization")
+    return ARMS.get((arm, fields.get("quantization")), f"{arm}/{result['curve']}" if arm else result["curve"])
 
 
 def bd_table(curves: dict[str, list[dict[str, Any]]], anchor: str, with_compressai: bool) -> list[dict[str, Any]]:
@@ -132,7 +145,7 @@ def timings(codecs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     started, load_before = time.perf_counter(), common.load_average()
-    bundles = sorted(args.bundles or BUNDLES.glob("*.qcodec"))
+    bundles = sorted(args.bundles or BUNDLES.rglob("*.qcodec"))
     if not bundles:
         raise SystemExit(f"no codec bundles given and none in {BUNDLES}; train and export some first "
                          "(qcompile codec train ... / qcompile codec export ...)")

@@ -56,8 +56,8 @@ class CodecSpec:
 
     def describe(self) -> dict[str, Any]:
         """The fields a report shows: what the codec is, without its tables."""
-        keep = ("model", "quantization", "reconstruction", "alpha", "lambda", "latent_channels", "downsample",
-                "dither_levels", "seed")
+        keep = ("model", "curve", "quantization", "reconstruction", "alpha", "lambda", "latent_channels",
+                "downsample", "dither_levels", "seed", "training")
         return {k: self.fields.get(k) for k in keep if k in self.fields} | {"fingerprint": self.fingerprint.hex()}
 
 
