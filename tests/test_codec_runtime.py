@@ -158,6 +158,10 @@ def test_a_forged_fingerprint_still_cannot_pass_a_wrong_latent_size(bundles):
                                              header.fingerprint), payload)
     with pytest.raises(ArtifactError, match="does not fit"):
         session.decompress(forged, "x.qc")
+    huge = bitstream.pack(bitstream.Header(1 << 20, 1 << 20, header.channels, 65535, 65535, header.fingerprint),
+                          payload)
+    with pytest.raises(ArtifactError, match="more than the"):
+        session.decompress(huge, "x.qc")
     shorter = bitstream.pack(bitstream.Header(8, 8, header.channels, 2, 2, header.fingerprint), payload)
     with pytest.raises(ArtifactError, match="more data than the latent|does not decode"):
         session.decompress(shorter, "x.qc")

@@ -33,6 +33,7 @@ VERSION = 1
 _BODY = struct.Struct("<4sBBIIHHH8sII")
 _CRC = struct.Struct("<I")
 HEADER_BYTES = _BODY.size + _CRC.size
+MAX_PIXELS = 1 << 30  # a header asking for more is refused before any latent is allocated
 _RECOMPRESS = "compress the image again; the file is damaged"
 
 
@@ -86,4 +87,7 @@ def unpack(data: bytes, source: str) -> tuple[Header, bytes]:
         raise ArtifactError(f"{source}: the payload is corrupt (checksum mismatch)", hint=_RECOMPRESS)
     if min(height, width, channels, lh, lw) == 0:
         raise ArtifactError(f"{source}: the header describes an empty image", hint=_RECOMPRESS)
+    if height * width > MAX_PIXELS:
+        raise ArtifactError(f"{source}: the header describes a {height}×{width} image, more than the "
+                            f"{MAX_PIXELS:,} pixels this runtime decodes", hint="the file is not a genuine .qc file")
     return Header(height, width, channels, lh, lw, fingerprint), payload

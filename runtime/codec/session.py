@@ -21,7 +21,7 @@ from qcompile.runtime.codec.images import to_rgb
 from qcompile.runtime.codec.spec import FIELD, GRAPHS, TABLES, CodecSpec, read_spec
 from qcompile.runtime.container import Contents
 from qcompile.runtime.dither import dither_numerators
-from qcompile.runtime.errors import ArtifactError, OutputError
+from qcompile.runtime.errors import ArtifactError, InputError, OutputError
 from qcompile.runtime.kinds import register_kind
 
 IO_NAMES = {"encoder": ("image", "latent"), "decoder": ("latent_hat", "image")}  # contract: (input, output)
@@ -74,6 +74,9 @@ class CodecSession:
         ``timings`` (if given) receives ``network_s`` (encoder graph) and ``entropy_s`` (quantize + code)."""
         rgb, _ = to_rgb(image)
         height, width = rgb.shape[:2]
+        if height * width > bitstream.MAX_PIXELS:
+            raise InputError(f"the image has {height}×{width} pixels, more than the {bitstream.MAX_PIXELS:,} a .qc "
+                             "file holds", hint="compress it in tiles")
         shape = self.latent_shape(height, width)
         ds = self.spec.downsample
         padded = np.pad(rgb, ((0, shape[1] * ds - height), (0, shape[2] * ds - width), (0, 0)), mode="edge")
