@@ -5,10 +5,10 @@ CompressAI's published bmshj2018-factorized points, on the 24 Kodak images and t
 
 Rates are the sizes of the .qc files the runtime writes (header included); PSNR is RGB, 8-bit; MS-SSIM
 as in CompressAI. Bundles are grouped into curves by their manifest's ``curve`` field, else by the
-training arm and the export's quantization (:data:`ARMS`: noise-trained and rounded is UN+Q, noise-
-trained with universal quantization UN+UQ, soft-rounding-trained with universal quantization UN+UQ+SR). BD-rate (PSNR, cubic Bjøntegaard
-over the overlapping PSNR range) of each curve against UN+Q, JPEG (Pillow, 4:2:0) and CompressAI's
-published points. Timings are the runtime's own (onnxruntime network and entropy coding, separately)
+training arm and the export's quantization (:data:`ARMS`: noise-trained and rounded is UN+Q,
+noise-trained with universal quantization UN+UQ, soft-rounding-trained with universal quantization
+UN+UQ+SR). BD-rate (PSNR, cubic Bjøntegaard over the overlapping PSNR range) of each curve against
+UN+Q, JPEG (Pillow, 4:2:0) and CompressAI's published points. Timings are the runtime's own (onnxruntime network and entropy coding, separately)
 per Kodak image. Each bundle's results are cached in ``<out>.partial.json`` so an interrupted run
 resumes; ``--fresh`` ignores the cache. Writes ``benchmarks/results/codec_kodak.json`` and the R–D plot
 ``benchmarks/results/codec_kodak_rd.png``, and prints the markdown tables of docs/BENCHMARKS.md.

@@ -2,9 +2,9 @@
 
 Encoder: one stride-``ds`` convolution (3 → M channels, kernel ds×ds), M orthonormal projections of
 each ds×ds×3 block times ``gain`` (latents span a few quantization steps); decoder: the matching
-transposed convolution (exact inverse when M = 3·ds², so the error is the quantization's alone). Tables: a discretised Laplace per
-channel (and, in universal mode, per dither level), quantized to 16 bits with every symbol, the
-overflow one included, at least 1/2^16 — the codec contract's layout.
+transposed convolution (exact inverse when M = 3·ds², so the error is the quantization's alone).
+Tables: a discretised Laplace per channel (and, in universal mode, per dither level), quantized to
+16 bits with every symbol, the overflow one included, at least 1/2^16 — the codec contract's layout.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def conv_graph(role: str, weight: np.ndarray, ds: int, transpose: bool, opset: i
     c_out = weight.shape[1] if transpose else weight.shape[0]
     op = "ConvTranspose" if transpose else "Conv"
     node = helper.make_node(op, [inp, "W"], [out], kernel_shape=[ds, ds], strides=[ds, ds])
-    graph = helper.make_graph([node], role, [helper.make_tensor_value_info(inp, TensorProto.FLOAT, [1, c_in, "h", "w"])],
+    inputs = [helper.make_tensor_value_info(inp, TensorProto.FLOAT, [1, c_in, "h", "w"])]
+    graph = helper.make_graph([node], role, inputs,
                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, c_out, "H", "W"])],
                               [numpy_helper.from_array(weight.astype(np.float32), "W")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

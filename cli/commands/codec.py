@@ -38,8 +38,8 @@ def codec() -> None:
 
 @codec.command(help=runtime_codec.COMPRESS_SUMMARY)
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.qc",
-              help="Where to write the .qc file.")
+@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="OUT.qc", help="Where to write the .qc file.")
 @model_option
 @providers_option
 @threads_option
@@ -54,8 +54,8 @@ def compress(out: Output, image: Path, out_path: Path, model: str | None, provid
 
 @codec.command(help=runtime_codec.DECOMPRESS_SUMMARY)
 @click.argument("file", metavar="IN.qc", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.png",
-              help="Where to write the PNG.")
+@click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="OUT.png", help="Where to write the PNG.")
 @model_option
 @providers_option
 @threads_option

@@ -112,8 +112,9 @@ class CodecSession:
                 hint="decompress it with the --model it was compressed with")
         shape = self.latent_shape(header.height, header.width)
         if (header.channels, header.latent_h, header.latent_w) != shape:
-            raise ArtifactError(f"{source}: latent {header.channels}×{header.latent_h}×{header.latent_w} does not fit "
-                                f"a {header.height}×{header.width} image ({'×'.join(map(str, shape))})",
+            latent = f"{header.channels}×{header.latent_h}×{header.latent_w}"
+            raise ArtifactError(f"{source}: latent {latent} does not fit a {header.height}×{header.width} image "
+                                f"({'×'.join(map(str, shape))})",
                                 hint="the file is corrupt; compress the image again")
         start = time.perf_counter()
         table, u = self._tables_and_offsets(shape)
