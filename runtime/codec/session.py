@@ -36,6 +36,7 @@ class CodecSession:
         self.spec: CodecSpec = read_spec(contents.manifest.extra[FIELD], tables, contents.graph_bytes("decoder"),
                                          contents.source)
         self.coder = EntropyCoder(self.spec)
+        self._layouts: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         for role, (inp, out) in IO_NAMES.items():
             sess = contents.session(role)
             got = (sess.get_inputs()[0].name, sess.get_outputs()[0].name)
@@ -57,16 +58,29 @@ class CodecSession:
         return self.spec.latent_channels, -(-height // ds), -(-width // ds)
 
     def _tables_and_offsets(self, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Flat table index of every latent element, and the dither offsets u (universal mode; else None)."""
+        """Flat table index of every latent element, and the dither offsets u (universal mode; else None).
+
+        Both depend on the latent shape only, so the last few shapes are kept (read-only arrays): a
+        folder of same-sized photos computes the dither once."""
+        if shape not in self._layouts:
+            if len(self._layouts) >= 4:
+                self._layouts.pop(next(iter(self._layouts)))
+            self._layouts[shape] = self._layout(shape)
+        return self._layouts[shape]
+
+    def _layout(self, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         m, h, w = shape
         channel = np.repeat(np.arange(m, dtype=np.int64), h * w)
         if not self.spec.universal:
+            channel.flags.writeable = False
             return channel, None
         levels = self.spec.dither_levels
         numerators, denominator = dither_numerators(self.spec.seed, self.spec.node_id, shape, levels=levels)
         numerators = numerators.reshape(-1)
         j = (numerators + levels - 1) // 2  # numerator = 2j + 1 − L
-        return channel * levels + j, numerators.astype(np.float32) / np.float32(denominator)
+        table, u = channel * levels + j, numerators.astype(np.float32) / np.float32(denominator)
+        table.flags.writeable = u.flags.writeable = False
+        return table, u
 
     def compress(self, image: np.ndarray, timings: dict[str, float] | None = None) -> bytes:
         """The .qc file's bytes for an 8-bit image (H×W×3; gray and RGBA are converted to RGB).
