@@ -9,8 +9,8 @@ training arm and the export's quantization (:data:`ARMS`: noise-trained and roun
 noise-trained with universal quantization UN+UQ, soft-rounding-trained with universal quantization
 UN+UQ+SR). BD-rate (PSNR, cubic Bjøntegaard over the overlapping PSNR range) of each curve against
 UN+Q, JPEG (Pillow, 4:2:0) and CompressAI's published points. Timings are the runtime's own (onnxruntime network and entropy coding, separately)
-per Kodak image. Each bundle's results are cached in ``<out>.partial.json`` so an interrupted run
-resumes; ``--fresh`` ignores the cache. Writes ``benchmarks/results/codec_kodak.json`` and the R–D plot
+per Kodak image. Each bundle's results are cached (keyed by its bytes and the image list) in
+``benchmarks/.cache/codec_kodak.partial.json`` so an interrupted run resumes; ``--fresh`` ignores it. Writes ``benchmarks/results/codec_kodak.json`` and the R–D plot
 ``benchmarks/results/codec_kodak_rd.png``, and prints the markdown tables of docs/BENCHMARKS.md.
 """
 
@@ -156,7 +156,8 @@ def main(argv=None) -> None:
     sets = {"kodak": kodak, **({"held_out": held_out} if held_out else {})}
     qualities = [int(q) for q in args.jpeg_qualities.split(",")]
     out_path = args.out or common.RESULTS_DIR / f"{NAME}.json"
-    results = evaluate_sets(bundles, sets, qualities, out_path.with_suffix(".partial.json"), args.fresh)
+    common.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    results = evaluate_sets(bundles, sets, qualities, common.CACHE_DIR / f"{out_path.stem}.partial.json", args.fresh)
     for name, r in results.items():
         r["bd_rates"] = bd_table(r["curves"], args.anchor, with_compressai=name == "kodak")
     kodak_bd = [b for b in results["kodak"]["bd_rates"] if b["anchor"] == JPEG and b["bd_rate_pct"] is not None]
