@@ -166,8 +166,9 @@ def main(argv=None) -> None:
             "met": best is not None and best["bd_rate_pct"] <= GOAL_PCT}
     from qcompile.runtime.codec.plot import rd_plot
 
+    top = max([c["mean"]["bpp"] for c in results["kodak"]["codecs"]] + [b for b, _ in COMPRESSAI_POINTS])
     rd_plot(results["kodak"]["curves"], args.plot, title=f"Kodak ({len(kodak)} images)",
-            extra={COMPRESSAI: COMPRESSAI_POINTS})
+            extra={COMPRESSAI: COMPRESSAI_POINTS}, max_bpp=1.25 * top)
     payload = {"bundles": [str(b) for b in bundles], "sets": {k: [p.name for p in v] for k, v in sets.items()},
                "jpeg_qualities": qualities, "results": results, "goal": goal,
                "timings_kodak": timings(results["kodak"]["codecs"]), "compressai": compressai_status(),

@@ -13,8 +13,9 @@ from qcompile.runtime.optional import require
 
 
 def rd_plot(curves: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "Rate–distortion",
-            extra: dict[str, list[tuple[float, float]]] | None = None) -> int:
-    """Write the plot PNG atomically; ``extra`` adds reference curves given as (bpp, PSNR) points."""
+            extra: dict[str, list[tuple[float, float]]] | None = None, max_bpp: float | None = None) -> int:
+    """Write the plot PNG atomically; ``extra`` adds reference curves given as (bpp, PSNR) points;
+    ``max_bpp`` zooms on rates up to it (the PSNR axis follows the points shown)."""
     matplotlib = require("matplotlib", "the rate–distortion plot (--plot)")
     matplotlib.use("Agg")
     pyplot = require("matplotlib.pyplot", "the rate–distortion plot (--plot)")
@@ -24,6 +25,12 @@ def rd_plot(curves: dict[str, list[dict[str, Any]]], path: str | Path, title: st
         axes.plot([p["bpp"] for p in points], [p["psnr"] for p in points], style, label=name, markersize=4)
     for name, points in (extra or {}).items():
         axes.plot([p[0] for p in points], [p[1] for p in points], "x:", label=name)
+    if max_bpp is not None:
+        shown = [p["psnr"] for pts in curves.values() for p in pts if p["bpp"] <= max_bpp]
+        shown += [q for pts in (extra or {}).values() for b, q in pts if b <= max_bpp]
+        axes.set_xlim(0, max_bpp)
+        if shown:
+            axes.set_ylim(min(shown) - 0.5, max(shown) + 0.5)
     axes.set_xlabel("bits per pixel (file size)")
     axes.set_ylabel("PSNR RGB (dB)")
     axes.set_title(title)
