@@ -14,7 +14,7 @@ from codec_bundle import build_codec, laplace_tables
 
 import qcompile.runtime as rt
 from qcompile.runtime.codec import bitstream
-from qcompile.runtime.codec.bdrate import bd_rate
+from qcompile.runtime.codec.bdrate import bd_rate, pareto
 from qcompile.runtime.codec.entropy import EntropyCoder
 from qcompile.runtime.codec.metrics import K1, PEAK, ms_ssim, psnr, ssim_terms
 from qcompile.runtime.codec.session import CodecSession
@@ -300,6 +300,7 @@ def test_bd_rate_matches_the_reference_implementation_and_hand_values():
     r = bd_rate(anchor, test)
     assert r["bd_rate_pct"] == pytest.approx(-20.0, abs=1e-9) and (r["psnr_low"], r["psnr_high"]) == (31, 36)
     assert bd_rate(anchor, [(1.0, 50.0), (2.0, 52.0)])["bd_rate_pct"] is None  # no overlap
+    assert pareto([(0.4, 27.5), (0.2, 26.0), (0.46, 27.3), (0.3, 26.0)]) == [(0.2, 26.0), (0.4, 27.5)]
 
 
 def test_psnr_and_ssim_hand_values():

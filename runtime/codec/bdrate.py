@@ -17,6 +17,13 @@ import numpy as np
 Curve = Sequence[tuple[float, float]]  # (bpp, PSNR dB) points
 
 
+def pareto(points: Curve) -> list[tuple[float, float]]:
+    """The points no other point of the curve dominates (as many or fewer bits and as high or higher PSNR):
+    the operating points an encoder would use. An under-trained high-λ model can fall below a lower one."""
+    pts = [(float(r), float(q)) for r, q in points]
+    return sorted(p for p in pts if not any(o != p and o[0] <= p[0] and o[1] >= p[1] for o in pts))
+
+
 def _fit(points: Curve) -> tuple[np.poly1d, float, float, int]:
     pts = [(r, q) for r, q in points if r > 0 and math.isfinite(q)]
     if len(pts) < 2:
