@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from qcompile.runtime.dither import check_levels, check_seed
+from qcompile.runtime.dither import PRNG, PRNG_VERSION, check_levels, check_seed
 from qcompile.runtime.errors import ArtifactError
 
 GRAPHS = ("encoder", "decoder")
@@ -63,7 +63,8 @@ class CodecSpec:
 
 def read_spec(fields: Any, tables: Mapping[str, np.ndarray], decoder_graph: bytes, source: str) -> CodecSpec:
     """Check the manifest's ``codec`` field and the tables against the contract; the fingerprint covers the
-    fields, the tables and the decoder graph (what decoding depends on)."""
+    fields, the tables, the decoder graph and (universal mode) the dither generator's id and version: what
+    decoding depends on."""
     def bad(what: str) -> ArtifactError:
         return ArtifactError(f"{source}: {what}", hint=_REEXPORT)
 
@@ -142,4 +143,6 @@ def _fingerprint(fields: Mapping[str, Any], tables: tuple[np.ndarray, ...], deco
         digest.update(np.ascontiguousarray(table, dtype="<i8").tobytes())
         digest.update(str(table.shape).encode())
     digest.update(hashlib.sha256(decoder_graph).digest())
+    if fields.get("quantization") == "universal":  # a file's dither is this generator's: another one is refused
+        digest.update(f"{PRNG}:{PRNG_VERSION}".encode())
     return digest.digest()[:FINGERPRINT_BYTES]
