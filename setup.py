@@ -29,7 +29,7 @@ else:  # pyproject.toml's build requirements provide it
 ROOT = Path(__file__).resolve().parent
 FOLDERS = {"qcompile": "qcompile", "qcompile.passes": "passes", "qcompile.cli": "cli"}
 RUNTIME = ("qcompile.runtime", "runtime")
-RUNTIME_EXTRAS = ("digits", "images", "onnx")  # of qcompile-runtime; every one but gpu
+RUNTIME_EXTRAS = ("digits", "images", "onnx", "plot")  # of qcompile-runtime; every one but gpu
 SCRIPTS = {"qcompile": "qcompile.cli.main:main"}
 COMPILER_DEPENDENCIES = [
     "torch>=2.9,<3",

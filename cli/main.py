@@ -67,6 +67,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       qcompile run m.onnx --data mnist:DIR
       qcompile bench m.onnx --reference fp32.onnx
       qcompile report runs/seed* --out curves.png
+      qcompile codec compress photo.png -o photo.qc
 
     Every command takes --json (one JSON document on stdout) and --help.
     """

@@ -1,6 +1,6 @@
 """Torch-free deployment runtime: load a qcompile artifact and run it with onnxruntime.
 
-Shipped on its own as the ``qcompile-runtime`` distribution (numpy + onnxruntime only), which the full
+Shipped on its own as the ``qcompile-runtime`` distribution (numpy, onnxruntime, constriction), which the full
 ``qcompile`` depends on. ``Session(path).predict(x)`` runs a classifier; ``load(path)`` opens any
 artifact as the session of its kind (``register_kind`` adds kinds). ``score`` and ``benchmark`` are
 what the ``qcompile-runtime run|bench`` commands (:mod:`qcompile.runtime.cli`) report, and

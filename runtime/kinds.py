@@ -18,7 +18,11 @@ from qcompile.runtime.container import SINGLE_GRAPH, Contents, read_artifact
 from qcompile.runtime.engine import Engine
 from qcompile.runtime.errors import ArtifactError
 
-_BUILTIN = {"classifier": "qcompile.runtime.session", "dynamic": "qcompile.runtime.dynamic"}  # kind -> module that registers it when imported
+_BUILTIN = {  # kind -> module that registers it when imported
+    "classifier": "qcompile.runtime.session",
+    "codec": "qcompile.runtime.codec.session",
+    "dynamic": "qcompile.runtime.dynamic",
+}
 _KINDS: dict[str, Kind] = {}
 
 

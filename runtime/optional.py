@@ -1,8 +1,9 @@
 """Optional dependencies of ``qcompile-runtime``: import one, or say which extra installs it.
 
-The runtime needs only numpy and onnxruntime. A few features need more: ``folder:`` data reads images
-with pillow, ``digits`` is scikit-learn's bundled set, and ``bench``'s information bound reads the
-ONNX file with ``onnx``. On a deployment machine those may be absent, and a bare ``ImportError``
+The runtime needs only numpy, onnxruntime and constriction. A few features need more: ``folder:``
+data and the codec's image files are read with pillow, ``digits`` is scikit-learn's bundled set,
+``bench``'s information bound reads the ONNX file with ``onnx``, and the codec's rate–distortion
+plot draws with matplotlib. On a deployment machine those may be absent, and a bare ``ImportError``
 traceback would not say what to do, so each is imported through :func:`require`. The extras in
 ``runtime/pyproject.toml`` (``qcompile-runtime[images]`` …) are the names :data:`EXTRAS` gives.
 """
@@ -19,6 +20,7 @@ EXTRAS = {
     "PIL": ("pillow", "images"),
     "sklearn": ("scikit-learn", "digits"),
     "onnx": ("onnx", "onnx"),
+    "matplotlib": ("matplotlib", "plot"),
 }
 
 

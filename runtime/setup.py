@@ -3,7 +3,7 @@
 Only ``qcompile.runtime`` is installed, not ``qcompile`` itself: on a deployment machine ``qcompile`` is
 a namespace package holding just the runtime; the full ``qcompile`` distribution adds the rest.
 This folder is both the package and the project root, so the build files themselves (this one) are
-kept out of the package.
+kept out of the package. ``codecs/*.qcodec`` (trained codec bundles) are package data.
 """
 
 from __future__ import annotations
@@ -32,5 +32,6 @@ setup(
     version=version,
     packages=[NAME] + [f"{NAME}.{sub}" for sub in find_packages(str(HERE))],
     package_dir={NAME: "."},
+    package_data={NAME: ["codecs/*.qcodec"]},  # the shipped codecs (qcompile.runtime.codec.shipped)
     cmdclass={"build_py": BuildPy},
 )

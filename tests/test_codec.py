@@ -239,7 +239,7 @@ def test_tiny_train_exports_bundles_that_match_pytorch(tmp_path, photos, model_f
         assert m.kind == "codec" and set(m.graphs) == {"encoder", "decoder"}
         assert set(m.tables) == {"cdf", "cdf_length", "cdf_offset"}
         info = m.extra["codec"]
-        assert info["quantization"] == q and info["latent_channels"] == 4 and info["downsample"] == 16
+        assert info["quantization"] == q and info["latent_channels"] == 4 and info["downsample"] == 4
         assert info["precision"] == 16 and info["node_id"] == NODE_ID
         assert info["dither_levels"] == (16 if q == "universal" else None)
         with zipfile.ZipFile(row["path"]) as z:

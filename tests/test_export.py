@@ -14,7 +14,7 @@ import torch
 from onnx import TensorProto, numpy_helper
 
 from qcompile.errors import ExportError
-from qcompile import atomic
+from qcompile.runtime import atomic
 from qcompile.export import onnx_export
 from qcompile.export.artifact import PRODUCER, manifest
 from qcompile.export.onnx_export import export_float_onnx, export_onnx

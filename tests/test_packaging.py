@@ -66,9 +66,15 @@ def test_compiler_wheel_has_every_module_of_every_package_and_no_runtime(wheels)
     assert got - expected == set()  # nothing else: no stray build output, no top-level packages
 
 
+def shipped_codecs() -> set[str]:
+    """The trained codec bundles the runtime ships as package data (runtime/codecs/*.qcodec)."""
+    return {f"{RUNTIME_FOLDER[1]}/codecs/{p.name}" for p in (ROOT / RUNTIME_FOLDER[0] / "codecs").glob("*.qcodec")}
+
+
 def test_runtime_wheel_has_every_runtime_subpackage_and_nothing_of_the_compiler(wheels):
-    expected = sources(*RUNTIME_FOLDER, skip={"setup.py"})
-    assert {"qcompile/runtime/cli/main.py", "qcompile/runtime/data/sources.py", "qcompile/runtime/size.py"} <= expected
+    expected = sources(*RUNTIME_FOLDER, skip={"setup.py"}) | shipped_codecs()
+    assert {"qcompile/runtime/cli/main.py", "qcompile/runtime/data/sources.py", "qcompile/runtime/size.py",
+            "qcompile/runtime/codec/session.py"} <= expected
     got = files(wheels["runtime"])
     assert got == expected
     assert "qcompile/__init__.py" not in got  # qcompile stays a namespace: the compiler wheel owns __init__.py
@@ -84,15 +90,16 @@ def test_versions_are_equal_and_the_compiler_pins_the_runtime(wheels):
     assert runtime["Name"] == "qcompile-runtime" and compiler["Name"] == "qcompile"
     assert runtime["Version"] == compiler["Version"] == VERSION == qcompile.__version__
     requires = compiler.get_all("Requires-Dist")
-    assert f"qcompile-runtime[digits,images,onnx]=={VERSION}" in requires
+    assert f"qcompile-runtime[digits,images,onnx,plot]=={VERSION}" in requires
     assert [r for r in requires if r.startswith("torch")] == ["torch<3,>=2.9"]
 
 
-def test_runtime_requires_only_numpy_and_onnxruntime_and_offers_the_extras(wheels):
+def test_runtime_requires_only_numpy_onnxruntime_constriction_and_offers_the_extras(wheels):
     meta = metadata(wheels["runtime"])
     requires = meta.get_all("Requires-Dist")
-    assert [r for r in requires if "extra ==" not in r] == ["numpy>=1.24", "onnxruntime>=1.24"]
-    assert set(meta.get_all("Provides-Extra")) == {"images", "digits", "onnx", "gpu"}
+    assert [r for r in requires if "extra ==" not in r] == ["numpy>=1.24", "onnxruntime>=1.24", "constriction>=0.4"]
+    assert set(meta.get_all("Provides-Extra")) == {"images", "digits", "onnx", "plot", "gpu"}
+    assert 'matplotlib>=3.5; extra == "plot"' in requires
     assert 'pillow>=9; extra == "images"' in requires and 'scikit-learn>=1.3; extra == "digits"' in requires
     assert 'onnx>=1.20; extra == "onnx"' in requires
     assert not [r for r in requires if r.startswith(("torch", "click", "rich"))]

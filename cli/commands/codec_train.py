@@ -135,11 +135,8 @@ def render_codec(console: Console, r: dict[str, Any]) -> None:
 
 
 def codec_group() -> click.Group:
-    """The ``codec`` group with train/export registered on it (the runtime commands' group when present)."""
-    try:
-        from qcompile.cli.commands.codec import codec as group  # type: ignore[attr-defined]
-    except ImportError:
-        group = click.Group("codec", help="Learned image codecs: train and export (compress/decompress: the runtime).")
+    """The ``codec`` group (compress/decompress/eval, cli/commands/codec.py) with train/export added."""
+    from qcompile.cli.commands.codec import codec as group
     group.add_command(train)
     group.add_command(export)
     return group

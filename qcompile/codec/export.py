@@ -80,10 +80,26 @@ def codec_info(gm: fx.GraphModule, quantization: str, name: str, lmbda: float, d
             "training": dict(training or {})}
 
 
+def _measured_downsample(image_shape, latent_shape, expected: int | None) -> int:
+    """The encoder's downsampling factor: the same exact ratio along height and width."""
+    (h, w), (lh, lw) = image_shape[-2:], latent_shape[-2:]
+    ds = h // lh if lh else 0
+    if not ds or h != lh * ds or w != lw * ds:
+        raise ConfigError(f"the encoder maps a {h}×{w} image to a {lh}×{lw} latent: not one whole downsampling "
+                          f"factor", hint="give a parity image whose sides are multiples of the model's downsampling")
+    if expected is not None and expected != ds:
+        raise ConfigError(f"downsample={expected} was given, but the encoder downsamples by {ds}",
+                          hint="leave downsample unset: it is measured")
+    return ds
+
+
 def export_codec(gm: fx.GraphModule, path: str | Path, quantization: str, *, name: str, lmbda: float,
-                 downsample: int = 16, training: dict[str, Any] | None = None,
+                 downsample: int | None = None, training: dict[str, Any] | None = None,
                  parity_image: np.ndarray | None = None) -> dict[str, Any]:
-    """Write the bundle at ``path``; returns what was written (sizes, table shape, parity)."""
+    """Write the bundle at ``path``; returns what was written (sizes, table shape, parity).
+
+    ``downsample`` (image size / latent size) is measured on the parity image, so the manifest states what
+    the encoder does; a value given here must agree with it."""
     with warnings.catch_warnings():
         # torch.export's pytree raises a FutureWarning per copied tree spec, by the million: a caller
         # recording warnings (the CLI does) would hold every one of them in memory
@@ -102,13 +118,11 @@ def _export_codec(gm, path, quantization, name, lmbda, downsample, training, par
     encoder, decoder = split(gm)
     image = torch.rand(PARITY_SHAPE, generator=torch.Generator().manual_seed(0)) if parity_image is None \
         else torch.from_numpy(np.ascontiguousarray(parity_image, dtype=np.float32))
-    if image.shape[-1] % downsample or image.shape[-2] % downsample:
-        raise ConfigError(f"the parity image {tuple(image.shape)} is not a multiple of {downsample}",
-                          hint="pad it (qcompile.codec.data.pad_to_multiple)")
     with torch.no_grad():
         v = encoder(image)
         _, y_hat = b.quantize(v)
         x_hat = decoder(y_hat)
+    downsample = _measured_downsample(image.shape, v.shape, downsample)
     enc = _to_onnx(encoder, image, "image", "latent", downsample)
     dec = _to_onnx(decoder, y_hat, "latent_hat", "image", 1)
     v_ort = _ort(enc, {"image": image.numpy()})

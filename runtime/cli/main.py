@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from qcompile.runtime.cli import bench, run
+from qcompile.runtime.cli import bench, codec, run
 from qcompile.runtime.cli.command import Subcommand, UsageError
 from qcompile.runtime.cli.text import dumps, print_error
 from qcompile.runtime.errors import ActionableError
@@ -22,13 +22,15 @@ from qcompile.runtime.version import __version__
 
 PROG = "qcompile-runtime"
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR = 0, 1, 2
-SUBCOMMANDS: tuple[Subcommand, ...] = (run.COMMAND, bench.COMMAND)  # every subcommand, registered here
+SUBCOMMANDS: tuple[Subcommand, ...] = (run.COMMAND, bench.COMMAND, codec.COMMAND)  # every subcommand, registered here
 DESCRIPTION = f"""\
 {PROG}: run and benchmark qcompile artifacts with onnxruntime (no torch needed).
 
 examples:
   {PROG} run model.onnx --data mnist:DIR
   {PROG} bench model.onnx --reference fp32.onnx --json
+  {PROG} codec compress photo.png -o photo.qc
+  {PROG} codec decompress photo.qc -o decoded.png
 
 Every command takes --json (one JSON document on stdout) and --help."""
 
