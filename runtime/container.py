@@ -71,6 +71,13 @@ class Contents:
                                     if bundled else self.engine.session(self.path, self.source, external))
         return self._sessions[role]
 
+    def graph(self, role: str) -> bytes:
+        """The serialized ONNX graph ``role`` of a bundle (to build a variant of it, e.g. with an input fixed)."""
+        if role not in self._graphs:
+            raise ArtifactError(f"{self.path} has no bundled graph {role!r} (it has {sorted(self._graphs)})",
+                                hint="open the artifact with the kind it was written as (qcompile.runtime.load)")
+        return self._graphs[role]
+
     def table(self, name: str) -> np.ndarray:
         """A side table of a bundle, as saved (numeric arrays only: ``allow_pickle=False``)."""
         if name not in self._tables:
