@@ -75,7 +75,7 @@ class DynamicSession:
 
     def choose(self, x: np.ndarray) -> np.ndarray:
         """Candidate indices (N, L) for normalised images ``x``."""
-        return self._selector.run(None, {self.artifact.input_name: x})[0].astype(np.int64)
+        return self._selector.run(None, {self.artifact.input_name: x})[0].astype(np.int64, copy=False)
 
     def specialised(self, config: np.ndarray):
         """The session of the model graph with ``widths`` fixed to ``config`` (built once, LRU-cached)."""
@@ -101,6 +101,9 @@ class DynamicSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         """One batch of normalised images: selector, grouping by configuration, one model run per group."""
         check_input(x, self.artifact.input_shape, self.artifact.input_dtype)
+        return self._dispatch(x)
+
+    def _dispatch(self, x: np.ndarray) -> np.ndarray:
         indices = self.choose(x)
         if len(indices) == 1:
             configs, group = indices, np.zeros(1, np.int64)
@@ -128,9 +131,11 @@ class DynamicSession:
             raise InputError("predict got 0 samples", hint="pass at least one sample")
         if normalize:
             x = self.normalize(x)
+        if len(x) <= batch_size:  # one call: no copies (batch 1 is where the per-call overhead shows)
+            return self._dispatch(x)
         outputs, widths = [], []
         for start in range(0, len(x), batch_size):
-            outputs.append(self.run(x[start:start + batch_size]))
+            outputs.append(self._dispatch(x[start:start + batch_size]))
             widths.append(self.last_widths)
         self.last_widths = np.concatenate(widths)
         return np.concatenate(outputs)
