@@ -238,3 +238,26 @@ def test_specialised_sessions_equal_the_generic_graph_bitwise_and_stay_bounded(t
     chosen = session.choose(images)
     for i, config in enumerate(chosen):
         assert np.array_equal(out[i], session.run_config(images[i:i + 1], config, specialised=False)[0])
+
+
+def test_the_selector_runs_and_is_stored_at_8_bits(tmp_path):
+    import zipfile
+
+    import onnx
+
+    from qcompile.methods.dynadfq.selector import image_features, int8_weight
+
+    cm, x = dynamic_model()
+    sel = cm.graph_module.bit_selector.eval()
+    codes, scale = int8_weight(sel.out.weight)
+    assert codes.abs().max() == 127 and torch.equal(codes, codes.round())
+    with torch.no_grad():
+        h = torch.relu(torch.nn.functional.linear(image_features(x), int8_weight(sel.hidden.weight)[0]
+                                                  * int8_weight(sel.hidden.weight)[1], sel.hidden.bias))
+        expected = torch.nn.functional.linear(h, codes * scale, sel.out.bias).view(len(x), sel.layers, -1)
+        assert torch.equal(sel.logits(x), expected)
+    cm.export(tmp_path / "dyn.qcz")
+    graph = onnx.load_from_string(zipfile.ZipFile(tmp_path / "dyn.qcz").read("selector.onnx")).graph
+    int8 = {i.name: list(i.dims) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert sorted(int8.values()) == sorted([list(sel.hidden.weight.shape), list(sel.out.weight.shape)])
+    assert not any(i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2 for i in graph.initializer)
