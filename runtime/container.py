@@ -67,12 +67,14 @@ class Contents:
         if role not in self._sessions:
             bundled = role in self._graphs
             external = dither_tensors(self.manifest.extra, role, self.source)
-            self._sessions[role] = (self.engine.session(self._graphs[role], f"{self.path}:{graph_member(role)}", external)
-                                    if bundled else self.engine.session(self.path, self.source, external))
+            self._sessions[role] = (
+                self.engine.session(self._graphs[role], f"{self.path}:{graph_member(role)}", external) if bundled
+                else self.engine.session(self.path, self.source, external))
         return self._sessions[role]
 
     def graph_bytes(self, role: str) -> bytes:
-        """The serialized ONNX graph ``role`` of a bundle, as stored (e.g. to fingerprint it)."""
+        """The serialized ONNX graph ``role`` of a bundle, as stored (to fingerprint it, or to build a
+        variant of it)."""
         if role not in self._graphs:
             raise ArtifactError(f"{self.path} has no bundled graph {role!r} (it has {sorted(self._graphs)})",
                                 hint="open the artifact with the kind it was written as (qcompile.runtime.load)")

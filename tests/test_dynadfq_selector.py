@@ -207,3 +207,57 @@ def test_the_runtime_normalises_raw_images_with_the_artifacts_statistics(tmp_pat
     assert np.array_equal(session.predict(raw, normalize=True), session.predict((raw - 0.3) / np.float32(0.4)))
     with pytest.raises(qcompile.runtime.errors.InputError, match="dtype"):
         session.predict(raw.astype(np.float64))
+
+
+def test_specialised_sessions_equal_the_generic_graph_bitwise_and_stay_bounded(tmp_path):
+    import itertools
+
+    from qcompile.runtime import load
+    from qcompile.runtime.constant_input import with_constant_input
+
+    cm, x = dynamic_model()
+    cm.export(tmp_path / "dyn.qcz")
+    session = load(tmp_path / "dyn.qcz", providers="cpu")
+    session.cache_size = 4
+    images = torch.cat([x, 3 * torch.randn(8, 1, 8, 8)]).numpy()
+    layers = len(session.layer_names)
+    for config in itertools.product(range(len(session.candidates)), repeat=layers):
+        config = np.array(config)
+        generic = session.run_config(images, config, specialised=False)
+        assert np.array_equal(session.run_config(images, config), generic), config
+        assert len(session._configs) <= 4
+    widths_input = [i.name for i in session._model.get_inputs()][1]
+    fixed = session._contents.engine.session(
+        with_constant_input(session._contents.graph_bytes("model"), widths_input, np.zeros(layers, np.int64)), "fixed")
+    assert [i.name for i in fixed.get_inputs()] == [session._x_name]  # the widths are no longer an input
+    with pytest.raises(ValueError, match="no input named 'nope'"):
+        with_constant_input(session._contents.graph_bytes("model"), "nope", np.zeros(layers, np.int64))
+    # dispatch through the cache gives what the generic graph gives, image by image
+    session.cache_size = 2
+    out = session.predict(images, batch_size=7)
+    chosen = session.choose(images)
+    for i, config in enumerate(chosen):
+        assert np.array_equal(out[i], session.run_config(images[i:i + 1], config, specialised=False)[0])
+
+
+def test_the_selector_runs_and_is_stored_at_8_bits(tmp_path):
+    import zipfile
+
+    import onnx
+
+    from qcompile.methods.dynadfq.selector import image_features, int8_weight
+
+    cm, x = dynamic_model()
+    sel = cm.graph_module.bit_selector.eval()
+    codes, scale = int8_weight(sel.out.weight)
+    assert codes.abs().max() == 127 and torch.equal(codes, codes.round())
+    with torch.no_grad():
+        h = torch.relu(torch.nn.functional.linear(image_features(x), int8_weight(sel.hidden.weight)[0]
+                                                  * int8_weight(sel.hidden.weight)[1], sel.hidden.bias))
+        expected = torch.nn.functional.linear(h, codes * scale, sel.out.bias).view(len(x), sel.layers, -1)
+        assert torch.equal(sel.logits(x), expected)
+    cm.export(tmp_path / "dyn.qcz")
+    graph = onnx.load_from_string(zipfile.ZipFile(tmp_path / "dyn.qcz").read("selector.onnx")).graph
+    int8 = {i.name: list(i.dims) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert sorted(int8.values()) == sorted([list(sel.hidden.weight.shape), list(sel.out.weight.shape)])
+    assert not any(i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2 for i in graph.initializer)

@@ -30,6 +30,7 @@ from qcompile.export.onnx_export import ExportReport, _check, _opset, _quiet, to
 from qcompile.export.onnx_passes import export_pipeline
 from qcompile.methods.dynadfq.cost import layer_costs
 from qcompile.methods.dynadfq.insert_selector import SELECTOR, remove_selector
+from qcompile.methods.dynadfq.selector import Int8Linear
 from qcompile.methods.dynadfq.width_inputs import add_widths_input
 from qcompile.passes.freeze_for_export import FreezeForExport
 from qcompile.passes.pipeline import export_passes, run_passes
@@ -83,7 +84,7 @@ def dynamic_graphs(compiled, opset: int | None = None):
     opset = _opset(layers, opset)
     x = compiled.example_inputs[0].cpu()
     model = _model_graph(gm, x, selector.layers, opset)
-    selector_proto = _finish(torch_to_onnx_ir(SelectorIndices(selector).eval(), (x,), opset))
+    selector_proto = _finish(torch_to_onnx_ir(SelectorIndices(int8_selector(selector)).eval(), (x,), opset))
     costs = {c.name: c for c in layer_costs(compiled.inspect()["sites"])}
     order = sorted(wrappers, key=lambda n: wrappers[n].index)
     info = {"candidates": list(candidates), "layers": order, "macs": [int(wrappers[n].macs) for n in order],
@@ -95,11 +96,18 @@ def dynamic_graphs(compiled, opset: int | None = None):
     return selector_proto, model, layers, opset, info
 
 
+def int8_selector(selector: nn.Module) -> nn.Module:
+    """A copy of the selector whose Linear layers hold int8 codes (what its eval computes, stored small)."""
+    selector = copy.deepcopy(selector).cpu().eval()
+    selector.hidden, selector.out = Int8Linear(selector.hidden), Int8Linear(selector.out)
+    return selector
+
+
 def check_selector_exports(compiled) -> None:
     """The dry run before training (ranges not calibrated yet, so the model graph cannot be frozen): the
     selector converts to ONNX; the model graph is made of the frozen ops every static export uses."""
     selector = copy.deepcopy(compiled.graph_module.get_submodule(SELECTOR)).cpu().eval()
-    torch_to_onnx_ir(SelectorIndices(selector), (compiled.example_inputs[0].cpu(),), 21)
+    torch_to_onnx_ir(SelectorIndices(int8_selector(selector)), (compiled.example_inputs[0].cpu(),), 21)
 
 
 def export_dynamic(compiled, path: str | Path, opset: int | None = None) -> ExportReport:

@@ -9,7 +9,9 @@ number of channels or the image size, so one design serves any image classifier:
   (CADyQ's image-complexity cue; 2 values),
 
 then Linear(66 → hidden) → ReLU → Linear(hidden → L·K): for each of L dynamic layers, logits over the
-K candidate widths. Training draws a hard Gumbel-softmax sample (one-hot forward, the soft sample's
+K candidate widths. The two Linear weights run at 8 bits (symmetric per output row, 255 levels;
+straight-through in training) so the exported selector stores them as int8 (:class:`Int8Linear`): a
+float selector was ~20 % of a small model's file. Activations stay float. Training draws a hard Gumbel-softmax sample (one-hot forward, the soft sample's
 gradient backward: straight-through); evaluation takes the arg-max, so inference is deterministic.
 The last layer starts at zero: every width equally likely at first, the lowest chosen by arg-max.
 ``chosen`` counts, per layer and width, the images of the evaluations since the last training step
@@ -28,6 +30,45 @@ from qcompile.errors import ConfigError
 
 GRID = 8
 FEATURES = GRID * GRID + 2
+WEIGHT_LEVELS = 127  # codes in [-127, 127]
+
+
+def int8_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(integer codes as float, per-row scale) of ``w``: codes · scale is the weight the selector uses."""
+    scale = w.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-30) / WEIGHT_LEVELS
+    return torch.clamp(torch.round(w.detach() / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS), scale
+
+
+def quantized_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer`` with its weight at 8 bits (the exported :class:`Int8Linear` computes the same)."""
+    if not isinstance(layer, nn.Linear):
+        return layer(x)
+    codes, scale = int8_weight(layer.weight)
+    w = codes * scale
+    if layer.training:
+        w = layer.weight + (w - layer.weight).detach()
+    return F.linear(x, w, layer.bias)
+
+
+class Int8Linear(nn.Module):
+    """The export form of a selector Linear: its codes through the packed-weight export path (an INT8
+    initializer and DequantizeLinear with the row scales, folded at load), the bias in float."""
+
+    def __init__(self, layer: nn.Linear):
+        from qcompile.export.frozen_ops import FrozenQuantizedOp
+        from qcompile.quantizers.codes import QuantCodes
+
+        super().__init__()
+        codes, scale = int8_weight(layer.weight)
+        rows = codes.shape[0]
+        packed = QuantCodes(codes=codes.to(torch.int64), scale=scale.reshape(rows).to(torch.float32),
+                            zero_point=torch.zeros(rows, dtype=torch.int64), bits=8, signed=True, axis=0)
+        self.weights = FrozenQuantizedOp(packed, scale.reshape(rows), layer.bias)
+        self.weights.float_type = nn.Linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weights
+        return F.linear(x, w.decode_weight(w.output_scale), w.bias)
 
 
 def image_features(x: torch.Tensor) -> torch.Tensor:
@@ -63,8 +104,8 @@ class BitSelector(nn.Module):
         return self.hidden.in_features * self.hidden.out_features + self.out.in_features * self.out.out_features
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.hidden(image_features(x)))
-        return self.out(h).view(x.shape[0], self.layers, len(self.candidates))
+        h = F.relu(quantized_linear(self.hidden, image_features(x)))
+        return quantized_linear(self.out, h).view(x.shape[0], self.layers, len(self.candidates))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.logits(x)

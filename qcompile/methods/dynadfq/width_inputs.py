@@ -7,8 +7,11 @@ odd integers m_B = 2·k_B + 1) and small per-candidate tables. At candidate k (w
     x_b = clamp(round(x / s_x[k]), qmin[k], qmax[k])
     y   = op(x_b, m_b) · out_scale[k] + bias
 
-with out_scale[k] = s_x·s_w·channel_scale evaluated by the op itself at width b, so every value is
-bit-identical to what the op computes in PyTorch at that width (checked when the tables are built).
+with out_scale[k] = s_x·s_w·channel_scale as the op itself evaluates it at width b, so every value is
+bit-identical to what the op computes in PyTorch at that width (checked when the tables are built). The
+nested grid's weight scale at width b is the widest one times a power of two, so out_scale[k] is stored
+as one per-channel vector and two scalars per width, (s_x[k] · base) · 2^(s−1) with base = step ·
+channel_scale (powers of two scale floats exactly), not as K per-channel rows.
 The graph's second input ``widths`` (int64, one candidate index per dynamic layer) selects k; the
 runtime runs the graph once per configuration present in a batch. Powers of two divide exactly and the
 odd integers are small, so the arithmetic in float32 is exact.
@@ -26,12 +29,13 @@ from qcompile.quantized_ops import QuantizedOp
 
 
 class WidthInputOp(nn.Module):
-    def __init__(self, frozen: FrozenQuantizedOp, index: int, shifts: list[int], out_scales: torch.Tensor,
+    def __init__(self, frozen: FrozenQuantizedOp, index: int, shifts: list[int], base: torch.Tensor,
                  in_scales: torch.Tensor, qmins: list[int], qmaxs: list[int]):
         super().__init__()
         self.frozen, self.index = frozen, int(index)
         self.register_buffer("divisors", torch.tensor([float(2 ** (s + 1)) for s in shifts]))
-        self.register_buffer("out_scales", out_scales.detach().to(torch.float32).clone())
+        self.register_buffer("base", base.detach().to(torch.float32).clone())
+        self.register_buffer("powers", torch.tensor([2.0 ** (s - 1) for s in shifts]))
         self.register_buffer("in_scales", in_scales.detach().to(torch.float32).clone())
         self.register_buffer("qmins", torch.tensor(qmins, dtype=torch.float32))
         self.register_buffer("qmaxs", torch.tensor(qmaxs, dtype=torch.float32))
@@ -42,10 +46,14 @@ class WidthInputOp(nn.Module):
         m = 2.0 * torch.floor(f.decode_weight() / self.divisors[k]) + 1.0
         x_ints = torch.clamp(torch.round(x / self.in_scales[k]), self.qmins[k], self.qmaxs[k])
         acc = f._op(x_ints, m)
-        y = acc * f._out_view(self.out_scales[k], acc)
+        y = acc * f._out_view(out_scale(self.in_scales[k], self.base, self.powers[k]), acc)
         if f.bias is not None:
             y = y + f._out_view(f.bias, y)
         return y
+
+
+def out_scale(in_scale: torch.Tensor, base: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+    return in_scale * base * power
 
 
 @torch.no_grad()
@@ -79,7 +87,12 @@ def width_input_op(name: str, op: QuantizedOp, index: int, candidates: tuple[int
         if not torch.equal(2 * torch.floor(m_max / 2 ** (s + 1)) + 1, w_ints.to(torch.float32)):
             raise ExportError(f"'{name}': the {b}-bit integers are not nested in the stored {candidates[-1]}-bit codes",
                               hint="this is a qcompile bug; please report it")
-    return WidthInputOp(frozen, index, shifts, torch.stack(out_scales), torch.stack(in_scales), qmins, qmaxs)
+    base = op.output_scale(wq.decompose(op.weight)[1] * 2.0, None)  # step · channel_scale (shift 0: step / 2)
+    for b, s, x_scale, expected in zip(candidates, shifts, in_scales, out_scales):
+        if not torch.equal(out_scale(x_scale, base, torch.tensor(2.0 ** (s - 1))), expected):
+            raise ExportError(f"'{name}': the {b}-bit output scale is not the widest one times a power of two",
+                              hint="this is a qcompile bug; please report it")
+    return WidthInputOp(frozen, index, shifts, base, torch.stack(in_scales), qmins, qmaxs)
 
 
 def add_widths_input(gm: fx.GraphModule, dynamic: dict[str, int], candidates: tuple[int, ...]) -> list[dict]:
