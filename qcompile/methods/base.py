@@ -57,9 +57,11 @@ class Method:
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     cli_options: ClassVar[CliOptions] = CliOptions()
+    settings_type: ClassVar[Any] = None  # a class with ``from_dict(options)``: validated into ``self.settings``
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})
+        self.settings = self.settings_type.from_dict(self.options) if self.settings_type is not None else None
 
     # ----------------------------------------------------------------- quantize
     def plan_spec(self, spec: QuantSpec) -> QuantSpec:

@@ -44,10 +44,10 @@ class DynaDFQ(Method):
     summary = "data-free quantization on a synthetic pool, static widths or a per-image bit selector"
     paper = "Hong, Baik, Oh & Lee, Diversity, Plausibility, and Difficulty: Dynamic Data-Free Quantization, WACV 2025"
     cli_options = CLI_OPTIONS
+    settings_type = DynaDFQOptions
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        self.settings = DynaDFQOptions.from_dict(self.options)
         self._on_pool = False  # set when data_source serves a pool
 
     def plan_spec(self, spec: QuantSpec) -> QuantSpec:

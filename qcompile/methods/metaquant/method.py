@@ -18,10 +18,7 @@ class MetaQuant(Method):
     summary = "meta-learned gradient through the quantizer (FC-Grad / MultiFC / LSTMFC)"
     paper = "Chen, Wang & Pan, MetaQuant, NeurIPS 2019"
     cli_options = CLI_OPTIONS
-
-    def __init__(self, options: dict | None = None):
-        super().__init__(options)
-        self.settings = MetaQuantOptions.from_dict(self.options)
+    settings_type = MetaQuantOptions
 
     def weight_quantizer(self, site: SitePlan) -> WeightQuantizer:
         """Wrap DoReFa/BWN. A site that differs from the spec by policy or override (e.g. a first

@@ -27,10 +27,7 @@ class Universal(Method):
     summary = "universal quantization: noise / subtractive dither / soft rounding, seeded-dither export"
     paper = "Agustsson & Theis, Universally Quantized Neural Compression, NeurIPS 2020"
     cli_options = CLI_OPTIONS
-
-    def __init__(self, options: dict | None = None):
-        super().__init__(options)
-        self.settings = UniversalOptions.from_dict(self.options)
+    settings_type = UniversalOptions
 
     def weight_quantizer(self, site: SitePlan) -> WeightQuantizer:
         if site.quantizer != "uniform":
