@@ -292,6 +292,20 @@ def test_bad_input_exits_2_with_a_message(tmp_path, photos, model_file):
     assert "no Bottleneck marker" in result.output
     result = invoke("codec", "export", tmp_path, expect=2)
     assert "not a finished codec run" in result.output
+    result = invoke("codec", "train", "--out", tmp_path / "c", expect=2)  # no photos: nothing to default to
+    assert "--data" in result.output
+
+
+def test_the_reference_codec_ships_with_the_package():
+    """The default MODEL of `codec train` loads from the installed package, not from a checkout's examples/."""
+    from qcompile.cli.commands.codec_train import DEFAULT_MODEL, model_name
+    from qcompile.loading import load_model
+
+    model = load_model(DEFAULT_MODEL)
+    assert isinstance(model.bottleneck, Bottleneck) and model.downsample == 16
+    assert sum(p.numel() for p in model.parameters()) > 100_000
+    assert model_name(DEFAULT_MODEL) == "reference"
+    assert model_name("examples/codec_factorized.py:build") == "codec_factorized"
 
 
 def test_tables_follow_the_contract_layout():
@@ -317,5 +331,5 @@ def test_alpha_schedule_ramps_then_holds():
     from qcompile.codec.train import AlphaSchedule, CodecTrainConfig
 
     schedule = AlphaSchedule(CodecTrainConfig(quantization="uq-sr", steps=100, alpha_start=1, alpha_end=6,
-                                              alpha_ramp=0.5))
+                                              alpha_ramp=0.5, data="photos"))
     assert [schedule.value(s) for s in (0, 25, 50, 100)] == [1.0, 3.5, 6.0, 6.0]

@@ -16,8 +16,14 @@ from rich.console import Console
 from qcompile.cli import output as fmt
 from qcompile.cli.output import Output, Result, reporting
 
-DEFAULT_MODEL = "examples/codec_factorized.py:build"
+DEFAULT_MODEL = "qcompile.codec.reference:build"
 ARMS = {"un": ("round", "universal"), "uq": ("universal",), "uq-sr": ("universal",)}
+
+
+def model_name(spec: str) -> str:
+    """What a bundle calls its model: the file's stem of 'file.py:factory', else the module's last part."""
+    source = spec.split(":")[0]
+    return Path(source).stem if source.endswith(".py") else source.rsplit(".", 1)[-1]
 
 
 def bundle_name(quantization: str) -> str:
@@ -38,7 +44,7 @@ def export_run(run_dir: Path, quantizations: tuple[str, ...], kodak: Path | None
     rows = []
     for q in quantizations:
         log(f"exporting {q} ...")
-        row = export_codec(gm, run_dir / bundle_name(q), q, name=Path(config["model"].split(":")[0]).stem,
+        row = export_codec(gm, run_dir / bundle_name(q), q, name=model_name(config["model"]),
                            lmbda=config["lmbda"], training=training)
         if kodak is not None:
             row["kodak_estimate"] = estimate(gm, kodak, q)
@@ -61,8 +67,8 @@ def export_run(run_dir: Path, quantizations: tuple[str, ...], kodak: Path | None
 @click.option("--crop", type=int, default=128, show_default=True, help="Random crop size (a multiple of 16).")
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate (cosine schedule).")
 @click.option("--alpha-end", type=float, default=6.0, show_default=True, help="uq-sr: final soft-rounding α (from 1).")
-@click.option("--data", type=click.Path(path_type=Path), default=Path("../shared/data/photos"), show_default=True,
-              help="Folder of PNG/JPEG training photos.")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Folder of PNG/JPEG training photos (e.g. ../shared/data/photos in a qcompile checkout).")
 @click.option("--holdout", type=int, default=5, show_default=True,
               help="The last N photos of --data (sorted by name) are held out of training.")
 @click.option("--kodak", type=click.Path(path_type=Path), default=None,

@@ -41,7 +41,7 @@ MAX_CROPS = 8192  # crops held in memory (uint8); more steps revisit them in a n
 class CodecTrainConfig:
     """Every setting of a codec training run (stored in ``codec.json``; a resume must match it)."""
 
-    model: str = "examples/codec_factorized.py:build"
+    model: str = "qcompile.codec.reference:build"
     lmbda: float = 0.0067
     quantization: str = "un"
     steps: int = 4000
@@ -49,7 +49,7 @@ class CodecTrainConfig:
     crop: int = 128
     lr: float = 5e-4
     seed: int = 0
-    data: str = "../shared/data/photos"
+    data: str = ""  # a folder of training photos (required)
     holdout: int = 5
     levels: int = 16
     alpha_start: float = 1.0
@@ -67,6 +67,8 @@ class CodecTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}", hint=f"pass --{name} N")
+        if not self.data:
+            raise ConfigError("no training photos given", hint="pass --data FOLDER (PNG/JPEG photos)")
         if self.crop % 16:
             raise ConfigError(f"crop {self.crop} is not a multiple of 16", hint="use e.g. --crop 128")
         if not 0 < self.alpha_start <= self.alpha_end:
