@@ -1,0 +1,83 @@
+"""Data-parallel training on 2 gloo ranks (CPU), launched with torch.distributed.run, against one process.
+
+Each run of tests/ddp_worker.py is a tiny model on 10 samples; a 2-rank launch takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qcompile import distributed
+from qcompile.errors import ConfigError
+
+WORKER = str(Path(__file__).with_name("ddp_worker.py"))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def single(*args: str) -> None:
+    subprocess.run([sys.executable, WORKER, *args], check=True, env=ENV, timeout=120)
+
+
+def two_ranks(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", WORKER, *args]
+    done = subprocess.run(cmd, env=ENV, timeout=120, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(done.stdout + done.stderr)
+    return done
+
+
+def test_two_rank_step_gives_the_full_batch_gradients_and_the_same_ranges(tmp_path):
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    single("step", str(tmp_path / "one"))
+    two_ranks("step", str(tmp_path / "two"))
+    reference = torch.load(tmp_path / "one" / "step-rank0.pt")
+    ranks = [torch.load(tmp_path / "two" / f"step-rank{r}.pt") for r in (0, 1)]
+    assert reference["world"] == 1 and ranks[0]["world"] == 2
+    for r in ranks:  # the global batch of 5 splits 3 + 2 with different ranges; each rank sees the global one
+        assert r["range"] == pytest.approx(reference["range"], abs=1e-6)
+        for name, grad in reference["grads"].items():
+            torch.testing.assert_close(r["grads"][name], grad, atol=1e-6, rtol=1e-5)
+    assert ranks[0]["range"] == ranks[1]["range"]
+
+
+@pytest.mark.parametrize("first, then", [("two", "one"), ("one", "two")])
+def test_a_checkpoint_resumes_under_another_world_size(tmp_path, first, then):
+    """Stopped at step 4 of 6 (inside epoch 2) by one world size, finished by the other: the same
+    weights as one uninterrupted process, because the data order depends on (seed, epoch) only."""
+    run = {"one": single, "two": two_ranks}
+    (tmp_path / "ref").mkdir(), (tmp_path / "run").mkdir()
+    single("train", str(tmp_path / "ref"), "6")
+    run[first]("train", str(tmp_path / "run"), "4")
+    run[then]("train", str(tmp_path / "run"), "6", "resume")
+    reference = torch.load(tmp_path / "ref" / "train-6-world1.pt")
+    resumed = torch.load(tmp_path / "run" / f"train-6-world{1 if then == 'one' else 2}.pt")
+    assert resumed["steps"] == reference["steps"] == 6
+    for name, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][name], value, atol=1e-5, rtol=1e-4)
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["train_loss"] for h in reference["history"]], rel=1e-5)
+
+
+def test_a_rank_that_raises_ends_the_job_with_its_error(tmp_path):
+    done = two_ranks("raise", str(tmp_path), check=False)
+    assert done.returncode != 0
+    assert "rank 1 failed on purpose" in done.stdout + done.stderr
+
+
+def test_batches_too_small_for_the_ranks_are_refused(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    with pytest.raises(ConfigError, match="leaves a batch of 2 sample"):
+        distributed.check_batches(10, 8)
+    distributed.check_batches(12, 8)  # batches of 8 and 4: one sample or more per rank
+
+
+def test_loops_not_yet_data_parallel_are_refused_under_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="does not run data-parallel yet"):
+        distributed.refuse("the codec's rate-distortion training")
