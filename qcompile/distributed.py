@@ -130,20 +130,28 @@ def reduce_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torc
 class GradientAverager:
     """Hooked onto ``optimizer.step``: first replaces each gradient by the global batch's — the sum over
     ranks of ``weight`` × the local one, ``weight`` being this rank's samples / the global batch's (the
-    loop sets it before each step). Losses are means over a batch, so this is the full-batch gradient."""
+    loop sets it before each step). Losses are means over a batch, so this is the full-batch gradient.
 
-    def __init__(self, optimizer: torch.optim.Optimizer):
+    BatchNorm running statistics get the same weighted average, so every rank keeps the same ones (DDP
+    would instead copy rank 0's): the running mean is then the global batch's exactly; the running
+    variance is the mean of the ranks' variances, which omits the spread between the ranks' means.
+    Normalisation inside a training step still uses each rank's own batch statistics."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
         self.weight = 1.0 / world_size()
+        self.statistics = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                           for b in (m.running_mean, m.running_var) if b is not None]
         self.handle = optimizer.register_step_pre_hook(self._reduce)
 
     def _reduce(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
         # Every rank ran the same graph, so the same parameters have gradients, in the same order.
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads or not active():
+        tensors = grads + self.statistics
+        if not tensors or not active():
             return
-        flat = torch.cat([g.reshape(-1) for g in grads]).mul_(self.weight)
+        flat = torch.cat([t.detach().reshape(-1).float() for t in tensors]).mul_(self.weight)
         dist.all_reduce(flat)
         offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+        for t in tensors:
+            t.data.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()

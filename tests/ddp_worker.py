@@ -2,7 +2,8 @@
 
 ``python ddp_worker.py SCENARIO OUT_DIR [ARGS]`` — also runs as a single process (no torchrun), which is how the
 tests get the reference each data-parallel run must match. Scenarios:
-- ``step``: one step on a global batch of 5 (split 3 + 2); every rank saves its gradients and ranges.
+- ``step``: one step on a global batch of 5 (split 3 + 2); every rank saves its gradients and ranges, and
+  the BatchNorm running statistics of the same step on a model with BatchNorm.
 - ``train STEPS [resume]``: train towards 2 epochs with checkpoints in OUT_DIR/ckpt, stop at STEPS steps.
 - ``raise``: rank 1 raises during its first step.
 """
@@ -47,8 +48,12 @@ def main(scenario: str, out: Path, *args: str) -> None:
         config = TrainConfig(batch_size=5, lr=0.1, max_steps=1, device="cpu", seed=3)
         finetune(model, tiny_data(), config=config, progress=False, callbacks=[grab])
         q = model[1]
-        torch.save({**seen, "range": (float(q.running_min), float(q.running_max)), "world": distributed.world_size()},
-                   out / f"step-rank{rank}.pt")
+        torch.manual_seed(0)
+        bn_model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+        finetune(bn_model, tiny_data(), config=config, progress=False)
+        bn = bn_model[1]
+        torch.save({**seen, "range": (float(q.running_min), float(q.running_max)), "world": distributed.world_size(),
+                    "bn": (bn.running_mean.clone(), bn.running_var.clone())}, out / f"step-rank{rank}.pt")
     elif scenario == "train":
         config = TrainConfig(epochs=2, batch_size=4, lr=0.1, momentum=0.9, device="cpu", seed=3,
                              max_steps=int(args[0]), checkpoint_every=1)

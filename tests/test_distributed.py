@@ -32,7 +32,7 @@ def two_ranks(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
-def test_two_rank_step_gives_the_full_batch_gradients_and_the_same_ranges(tmp_path):
+def test_two_rank_step_gives_the_full_batch_gradients_ranges_and_batchnorm_means(tmp_path):
     (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
     single("step", str(tmp_path / "one"))
     two_ranks("step", str(tmp_path / "two"))
@@ -44,6 +44,9 @@ def test_two_rank_step_gives_the_full_batch_gradients_and_the_same_ranges(tmp_pa
         for name, grad in reference["grads"].items():
             torch.testing.assert_close(r["grads"][name], grad, atol=1e-6, rtol=1e-5)
     assert ranks[0]["range"] == ranks[1]["range"]
+    # BatchNorm: the ranks keep the same running statistics; the mean is the global batch's
+    torch.testing.assert_close(ranks[0]["bn"], ranks[1]["bn"], atol=0, rtol=0)
+    torch.testing.assert_close(ranks[0]["bn"][0], reference["bn"][0], atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("first, then", [("two", "one"), ("one", "two")])

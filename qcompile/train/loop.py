@@ -197,7 +197,7 @@ def finetune(
     strategy = strategy if strategy is not None else StandardStep()
     strategy.setup(model, config)
     batches = Batches(train, config.batch_size, device, config.mean, config.std, task)
-    averager = _data_parallel(strategy, len(batches.y), config.batch_size)
+    averager = _data_parallel(model, strategy, len(batches.y), config.batch_size)
     strategy.plan_steps(len(batches))
     if test is not None:
         check_dataset(test, "test")
@@ -386,7 +386,7 @@ def _restore(
     return _Run.from_payload(payload)
 
 
-def _data_parallel(strategy: StepStrategy, n: int, batch_size: int) -> distributed.GradientAverager | None:
+def _data_parallel(model: nn.Module, strategy: StepStrategy, n: int, batch_size: int) -> distributed.GradientAverager | None:
     """Under several ranks: the averager that all-reduces gradients before each optimizer step (None alone).
 
     Only :class:`StandardStep` and its subclasses (one torch optimizer over the model) are data-parallel
@@ -396,7 +396,7 @@ def _data_parallel(strategy: StepStrategy, n: int, batch_size: int) -> distribut
     if not isinstance(strategy, StandardStep) or strategy.optimizer is None:
         distributed.refuse(f"the {type(strategy).__name__} training step")
     distributed.check_batches(n, batch_size)
-    return distributed.GradientAverager(strategy.optimizer)
+    return distributed.GradientAverager(strategy.optimizer, model)
 
 
 def _check_arguments(
