@@ -4,6 +4,7 @@
 tests get the reference each data-parallel run must match. Scenarios:
 - ``step``: one step on a global batch of 5 (split 3 + 2); every rank saves its gradients and ranges, and
   the BatchNorm running statistics of the same step on a model with BatchNorm.
+- ``syncbn``: the same step with ``sync_bn`` on a model with BatchNorm.
 - ``train STEPS [resume]``: train towards 2 epochs with checkpoints in OUT_DIR/ckpt, stop at STEPS steps.
 - ``raise``: rank 1 raises during its first step.
 """
@@ -54,6 +55,20 @@ def main(scenario: str, out: Path, *args: str) -> None:
         bn = bn_model[1]
         torch.save({**seen, "range": (float(q.running_min), float(q.running_max)), "world": distributed.world_size(),
                     "bn": (bn.running_mean.clone(), bn.running_var.clone())}, out / f"step-rank{rank}.pt")
+    elif scenario == "syncbn":
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+        seen = {}
+
+        def grab(event, state):
+            if event == "step_end":
+                seen["grads"] = {k: p.grad.clone() for k, p in model.named_parameters()}
+
+        config = TrainConfig(batch_size=5, lr=0.1, max_steps=1, device="cpu", seed=3, sync_bn=True)
+        finetune(model, tiny_data(), config=config, progress=False, callbacks=[grab])
+        assert type(model[1]) is nn.BatchNorm1d  # the class swapped for training is back
+        torch.save({**seen, "bn": (model[1].running_mean.clone(), model[1].running_var.clone())},
+                   out / f"syncbn-rank{rank}.pt")
     elif scenario == "train":
         config = TrainConfig(epochs=2, batch_size=4, lr=0.1, momentum=0.9, device="cpu", seed=3,
                              max_steps=int(args[0]), checkpoint_every=1)

@@ -49,6 +49,19 @@ def test_two_rank_step_gives_the_full_batch_gradients_ranges_and_batchnorm_means
     torch.testing.assert_close(ranks[0]["bn"][0], reference["bn"][0], atol=1e-6, rtol=1e-5)
 
 
+def test_sync_bn_gives_the_full_batch_gradients_and_statistics(tmp_path):
+    """A global batch of 5 split 3 + 2: BatchNorm normalises with all 5, as one process does."""
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    single("syncbn", str(tmp_path / "one"))
+    two_ranks("syncbn", str(tmp_path / "two"))
+    reference = torch.load(tmp_path / "one" / "syncbn-rank0.pt")
+    for r in (0, 1):
+        rank = torch.load(tmp_path / "two" / f"syncbn-rank{r}.pt")
+        torch.testing.assert_close(rank["bn"], reference["bn"], atol=1e-6, rtol=1e-5)
+        for name, grad in reference["grads"].items():
+            torch.testing.assert_close(rank["grads"][name], grad, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("first, then", [("two", "one"), ("one", "two")])
 def test_a_checkpoint_resumes_under_another_world_size(tmp_path, first, then):
     """Stopped at step 4 of 6 (inside epoch 2) by one world size, finished by the other: the same

@@ -53,6 +53,7 @@ from qcompile.train.divergence import diverged, first_non_finite
 from qcompile.train.objective import LabelsChecked, make_objective
 from qcompile.train.progress import make_progress
 from qcompile.train.strategy import StandardStep, StepStrategy
+from qcompile.train.sync_batchnorm import synchronised_batchnorm
 
 
 @dataclass
@@ -207,7 +208,8 @@ def finetune(
     with make_progress(progress and distributed.is_main(), config.epochs) as display:
         if resume:
             display.message(f"resumed at epoch {run.epoch + 1}, step {run.global_step}")
-        trainer.train(display)
+        with synchronised_batchnorm(model, averager if config.sync_bn else None):
+            trainer.train(display)
     return TrainResult(
         history=run.history,
         step_records=run.step_records,
