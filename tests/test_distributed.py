@@ -97,3 +97,32 @@ def test_loops_not_yet_data_parallel_are_refused_under_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="does not run data-parallel yet"):
         distributed.refuse("the codec's rate-distortion training")
+
+
+def test_a_strategy_with_its_own_update_is_refused_under_several_ranks(monkeypatch):
+    from qcompile.methods.metaquant.step import MetaQuantStep
+    from qcompile.train.loop import _data_parallel
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    step = MetaQuantStep.__new__(MetaQuantStep)  # refused before it is set up
+    with pytest.raises(ConfigError, match="MetaQuantStep training step does not run data-parallel yet"):
+        _data_parallel(torch.nn.Linear(2, 2), step, 10, 4)
+
+
+def test_torchrun_compile_writes_one_run_dir_and_one_json_document(tmp_path):
+    """`torchrun -m qcompile compile` on 2 ranks: rank 0 alone prints the summary and writes the files."""
+    import json
+
+    from test_cli import MODEL_SOURCE
+
+    (tmp_path / "net.py").write_text(MODEL_SOURCE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "qcompile",
+           "compile", "net.py:build", "--input-shape", "1,1,8,8", "--data", "digits", "--epochs", "1",
+           "--max-steps", "4", "--batch-size", "32", "--sync-bn", "--out", "m.onnx", "--run-dir", "run", "--json"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=ENV, timeout=180, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout)  # exactly one document: rank 1 printed nothing
+    assert summary["training"]["steps"] == 4
+    assert summary["parity"]["max_abs_diff"] <= 1e-4  # the export matches the model rank 0 trained
+    assert (tmp_path / "m.onnx").is_file() and (tmp_path / "run" / "checkpoints" / "checkpoint.pt").is_file()
