@@ -31,7 +31,8 @@ def tiny_model() -> nn.Module:
 
 def tiny_data(n: int = 10) -> SimpleNamespace:
     rng = np.random.default_rng(1)
-    return SimpleNamespace(x=rng.normal(size=(n, 4)).astype(np.float32) * np.arange(1, n + 1, dtype=np.float32)[:, None],
+    spread = np.arange(1, n + 1, dtype=np.float32)[:, None]  # ranks' shards get different ranges
+    return SimpleNamespace(x=rng.normal(size=(n, 4)).astype(np.float32) * spread,
                            y=rng.integers(0, 3, size=n).astype(np.int64))
 
 

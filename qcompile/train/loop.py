@@ -388,7 +388,8 @@ def _restore(
     return _Run.from_payload(payload)
 
 
-def _data_parallel(model: nn.Module, strategy: StepStrategy, n: int, batch_size: int) -> distributed.GradientAverager | None:
+def _data_parallel(model: nn.Module, strategy: StepStrategy, n: int,
+                   batch_size: int) -> distributed.GradientAverager | None:
     """Under several ranks: the averager that all-reduces gradients before each optimizer step (None alone).
 
     Only :class:`StandardStep` and its subclasses (one torch optimizer over the model) are data-parallel
