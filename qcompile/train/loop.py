@@ -393,7 +393,7 @@ def _data_parallel(model: nn.Module, strategy: StepStrategy, n: int,
     """Under several ranks: the averager that all-reduces gradients before each optimizer step (None alone).
 
     Only :class:`StandardStep` and its subclasses (one torch optimizer over the model) are data-parallel
-    so far; a strategy with its own update (MetaQuant's meta-network) is refused rather than run wrong."""
+    so far; a strategy with its own update (e.g. by a meta-network) is refused rather than run wrong."""
     if not distributed.active():
         return None
     if not isinstance(strategy, StandardStep) or strategy.optimizer is None:
