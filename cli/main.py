@@ -52,8 +52,11 @@ class QCompileGroup(click.Group):
 @click.version_option(__version__, "--version", "-V", prog_name="qcompile")
 @click.option("--debug", is_flag=True, default=lambda: os.environ.get("QCOMPILE_DEBUG", "") not in ("", "0"),
               help="Show full tracebacks on errors (also: QCOMPILE_DEBUG=1).")
+@click.option("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              metavar="SECONDS", help="Under torchrun: how long a collective waits for the other ranks before the job "
+              "fails with an error (a dead rank must not hang the others).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, dist_timeout: float) -> None:
     """qcompile: trace a PyTorch model, quantize it, finetune, export packed low-bit ONNX, run it.
 
     \b
@@ -72,6 +75,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Every command takes --json (one JSON document on stdout) and --help.
     """
     ctx.obj = CliState(debug=debug)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several ranks
+        from qcompile import distributed
+
+        distributed.setup(dist_timeout)
+        ctx.call_on_close(distributed.teardown)
 
 
 for command in (demo, inspect, synthesize, compile_command, finetune, export, run, bench, report, codec_group()):

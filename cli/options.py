@@ -210,6 +210,9 @@ def train_options(min_epochs: int) -> Callable[[Callable[..., Any]], Callable[..
                      "the quantized weights on this many training batches; 0 = off [default: 64]."),
         click.Option(["--max-steps"], type=click.IntRange(min=1), default=None,
                      help="Stop after N optimizer steps in total (quick runs)."),
+        click.Option(["--sync-bn", "sync_bn"], is_flag=True, default=None,
+                     help="Under torchrun: BatchNorm trains on the statistics of the whole global batch, not each rank's "
+                          "share [default: off]."),
         click.Option(["--resume"], is_flag=True,
                      help="Finish an interrupted or stopped training call from RUN_DIR/checkpoints, to the epochs and "
                           "with the options it was given."),

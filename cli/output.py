@@ -10,6 +10,7 @@ runs, so ``qcompile ... --json | jq`` always parses. Errors are rendered here to
 from __future__ import annotations
 
 import contextlib
+import os
 import functools
 import sys
 import traceback
@@ -44,15 +45,17 @@ class Output:
     """What a command may use to report while it works: progress only when a human is watching."""
 
     json: bool = False
+    quiet: bool = False  # a data-parallel rank other than 0: rank 0 reports for the job
 
     @property
     def progress(self) -> bool:
         """Draw training progress bars? Never under ``--json`` (stdout belongs to the document)."""
-        return not self.json
+        return not self.json and not self.quiet
 
     def log(self, message: str) -> None:
         """A one-line note about what is happening, on stderr so stdout stays clean."""
-        stderr_console().print(Text(message, style="dim"))
+        if not self.quiet:
+            stderr_console().print(Text(message, style="dim"))
 
 
 @dataclass
@@ -82,7 +85,10 @@ def reporting(func: Callable[..., Result]) -> Callable[..., None]:
         state = click.get_current_context().find_object(CliState)
         if state is not None:
             state.json = as_json
-        out = Output(json=as_json)
+        out = Output(json=as_json, quiet=os.environ.get("RANK", "0") != "0")  # torchrun's rank, read without torch
+        if out.quiet:  # errors still reach the error boundary; results are rank 0's to show
+            func(out=out, **kwargs)
+            return
         if not as_json:
             with shown_warnings():
                 result = func(out=out, **kwargs)

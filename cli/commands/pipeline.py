@@ -78,6 +78,8 @@ def train_in_run_dir(cm, call, options: dict[str, Any], resume: bool, run_dir: P
     if resume and not checkpoint.is_file():
         out.log(f"no checkpoint in {checkpoint.parent}: the call starts again from its first step")
         resume = False
+    if out.quiet:  # a data-parallel rank other than 0 trains; rank 0 alone writes the run directory
+        return run_training(cm, call, options, resume, run_dir, out)[0]
     if not resume:
         save_run(cm, run_dir)
         checkpoint.unlink(missing_ok=True)  # an earlier call's checkpoint must never be resumed into this one
@@ -264,6 +266,8 @@ def compile_command(out: Output, source: dict, quant: dict, data: str | None, no
         out.log("checking that the model, leaf modules included, exports to ONNX before training it")
         cm.dry_run_export()
     training = train_in_run_dir(cm, call, options, resume, run_dir, out) if call else None
+    if out.quiet:  # the export is rank 0's
+        return Result({"training": training}, render_summary)
     summary = {"model": source["model"], "run_dir": run_dir, "spec": cm.plan.spec.to_dict(),
                "sites": [{"name": s.name, "op": s.op, "w_bits": s.w_bits, "a_bits": s.a_bits} for s in cm.plan.sites],
                **input_summary(cm), "accuracy": accuracies(cm), "training": training,

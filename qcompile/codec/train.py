@@ -103,7 +103,10 @@ def build_codec(config: CodecTrainConfig) -> fx.GraphModule:
 def train_codec(config: CodecTrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
                 log=lambda message: None) -> dict[str, Any]:
     """Train, write the run directory, return its ``codec.json`` document."""
+    from qcompile import distributed
     from qcompile.train import TrainConfig, finetune
+
+    distributed.refuse("the codec's rate-distortion training")
 
     out_dir = Path(out_dir)
     _check_run_dir(out_dir, config, resume)

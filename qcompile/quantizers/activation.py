@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from qcompile import distributed
 from qcompile.errors import ExportError
 from qcompile.quantizers.base import Quantizer
 from qcompile.quantizers.codes import QuantCodes, int_range
@@ -31,7 +32,8 @@ class ActivationQuantizer(Quantizer):
         self.register_buffer("frozen", torch.tensor(False))
 
     def observe(self, x: torch.Tensor) -> None:
-        lo, hi = x.detach().min().float(), x.detach().max().float()
+        # Under several ranks: the range of the whole global batch, so every rank keeps the same EMA.
+        lo, hi = distributed.reduce_range(x.detach().min().float(), x.detach().max().float())
         if not bool(self.calibrated):
             self.running_min.copy_(lo)
             self.running_max.copy_(hi)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qcompile import distributed
 from qcompile.atomic import atomic_write
 from qcompile.errors import ConfigError, DataError
 from qcompile.passes.trace import trace
@@ -71,6 +72,7 @@ def synthesize(model: nn.Module, input_shape: tuple[int, ...], config: Synthesis
 
     ``input_shape`` is one sample's shape (C, H, W); ``mean``/``std`` (one value or one per channel) the
     normalisation the model expects, so the pool holds images in image space."""
+    distributed.refuse("data-free image synthesis")
     if len(input_shape) != 3:
         raise ConfigError(f"synthesis makes images, but the input shape per sample is {tuple(input_shape)}",
                           hint="give an image input shape, e.g. --input-shape 1,1,28,28 (batch, channels, height, width)")

@@ -7,7 +7,7 @@ with per-channel ``mean``/``std`` tensors made here) wherever a model sees them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,12 +33,16 @@ class Batches:
         return -(-len(self.y) // self.batch_size)
 
     def in_order(
-        self, order: np.ndarray | None = None, start: int = 0
+        self, order: np.ndarray | None = None, start: int = 0,
+        select: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``start, start+1, ...`` of ``order`` (default: dataset order)."""
+        """Batches ``start, start+1, ...`` of ``order`` (default: dataset order); ``select`` picks the part
+        of each batch's indices this process trains on (a rank's shard of the global batch)."""
         for b in range(start, len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             idx = order[sl] if order is not None else sl
+            if select is not None:
+                idx = select(idx if order is not None else np.arange(len(self.y))[sl])
             yield self.task.batch(self.x[idx], self.y[idx], self.device, self.mean, self.std)
 
     def _norm_tensors(self, mean, std) -> tuple[torch.Tensor | None, torch.Tensor | None]:

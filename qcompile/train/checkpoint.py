@@ -24,7 +24,7 @@ import torch
 from qcompile.atomic import atomic_write
 from qcompile.errors import ConfigError
 from qcompile.loading import unreadable_reason
-from qcompile.train.config import RESUMABLE_CHANGES
+from qcompile.train.config import RESUMABLE_CHANGES, TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -72,7 +72,7 @@ def check_compatible(
     if saved_task != task:
         raise ConfigError(f"the checkpoint was trained for task {saved_task!r}, this run is for {task!r}",
                           hint=f"resume with task={saved_task!r}, or start fresh with resume=False")
-    saved = payload["config"]
+    saved = {**TrainConfig().to_dict(), **payload["config"]}  # a field added since it was written: its default
     changed = sorted(
         k for k in set(saved) | set(config)
         if k not in RESUMABLE_CHANGES and _plain(saved.get(k)) != _plain(config.get(k))

@@ -44,6 +44,7 @@ class TrainConfig:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     max_steps: int | None = None
+    sync_bn: bool = False  # under several ranks: BatchNorm trains on the global batch's statistics
 
     def __post_init__(self) -> None:
         self.mean = _as_floats("mean", self.mean)
@@ -136,6 +137,8 @@ def _validate(c: TrainConfig) -> None:
     require(c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1),
              f"max_steps must be None or an integer >= 1, got {c.max_steps!r}",
              "leave max_steps=None to train for all epochs")
+    require(isinstance(c.sync_bn, bool), f"sync_bn must be True or False, got {c.sync_bn!r}",
+            "sync_bn=True normalises BatchNorm with the whole global batch under torchrun")
     _validate_normalisation(c.mean, c.std)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qcompile import distributed
 from qcompile.errors import ConfigError
 from qcompile.modes import preserved_modes
 from qcompile.tasks import Task, get_task
@@ -52,6 +53,7 @@ from qcompile.train.divergence import diverged, first_non_finite
 from qcompile.train.objective import LabelsChecked, make_objective
 from qcompile.train.progress import make_progress
 from qcompile.train.strategy import StandardStep, StepStrategy
+from qcompile.train.sync_batchnorm import synchronised_batchnorm
 
 
 @dataclass
@@ -196,16 +198,18 @@ def finetune(
     strategy = strategy if strategy is not None else StandardStep()
     strategy.setup(model, config)
     batches = Batches(train, config.batch_size, device, config.mean, config.std, task)
+    averager = _data_parallel(model, strategy, len(batches.y), config.batch_size)
     strategy.plan_steps(len(batches))
     if test is not None:
         check_dataset(test, "test")
     path = ckpt.checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
     run = _restore(path, model, strategy, config, batches) if resume else _Run()
-    trainer = _Trainer(model, batches, test, config, strategy, teacher, path, run, tuple(callbacks), device)
-    with make_progress(progress, config.epochs) as display:
+    trainer = _Trainer(model, batches, test, config, strategy, teacher, path, run, tuple(callbacks), device, averager)
+    with make_progress(progress and distributed.is_main(), config.epochs) as display:
         if resume:
             display.message(f"resumed at epoch {run.epoch + 1}, step {run.global_step}")
-        trainer.train(display)
+        with synchronised_batchnorm(model, averager if config.sync_bn else None):
+            trainer.train(display)
     return TrainResult(
         history=run.history,
         step_records=run.step_records,
@@ -219,9 +223,9 @@ def finetune(
 class _Trainer:
     """The epoch/step iteration of :func:`finetune`, with everything it needs bound once."""
 
-    def __init__(self, model, batches, test, config, strategy, teacher, path, run, callbacks, device):
+    def __init__(self, model, batches, test, config, strategy, teacher, path, run, callbacks, device, averager=None):
         self.model, self.batches, self.test, self.config = model, batches, test, config
-        self.strategy, self.path, self.run = strategy, path, run
+        self.strategy, self.path, self.run, self.averager = strategy, path, run, averager
         self.callbacks, self.device = callbacks, device
         self.task = batches.task
         labels = {"train": batches.y, **({"test": test.y} if test is not None else {})}
@@ -247,13 +251,18 @@ class _Trainer:
         run, strategy = self.run, self.strategy
         mark = time.perf_counter()
         order = epoch_permutation(len(self.batches.y), self.config.seed, run.epoch)
-        for inputs, targets in self.batches.in_order(order, start=run.step_in_epoch):
+        select = distributed.shard if self.averager is not None else None
+        for inputs, targets in self.batches.in_order(order, start=run.step_in_epoch, select=select):
+            n = self._global_count(order, run.step_in_epoch, len(targets))
             out = strategy.step(self.model, inputs, targets, self.objective)
-            if not math.isfinite(out.loss):
-                raise self._diverged(f"the training loss became {out.loss}")
             with torch.no_grad():
                 metrics = {"loss": out.loss, **self.task.batch_metrics(out.outputs, targets)}
-            run.add(metrics, len(targets))
+            if self.averager is not None:  # the global batch's means, the same on every rank
+                sums = distributed.sum_values([v * len(targets) for v in metrics.values()])
+                metrics = {k: v / n for k, v in zip(metrics, sums)}
+            if not math.isfinite(metrics["loss"]):
+                raise self._diverged(f"the training loss became {metrics['loss']}")
+            run.add(metrics, n)
             run.step_in_epoch += 1
             run.global_step += 1
             extra = dict(strategy.extra_metrics)
@@ -301,6 +310,15 @@ class _Trainer:
             return self.evaluate_test()
         return {key: last[f"test_{key}"] for key in self.task.empty_summary()}
 
+    def _global_count(self, order: np.ndarray, step: int, local: int) -> int:
+        """Samples in global batch ``step``; tells the gradient averager this rank's share of them."""
+        if self.averager is None:
+            return local
+        bs = self.batches.batch_size
+        n = len(order[step * bs:(step + 1) * bs])
+        self.averager.weight = local / n
+        return n
+
     def _at_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
 
@@ -323,7 +341,7 @@ class _Trainer:
 
     def _save(self) -> None:
         position = self._position()
-        if self.path is None or position == self._saved_at:
+        if self.path is None or position == self._saved_at or not distributed.is_main():
             return
         bad = first_non_finite(self.model.state_dict())
         if bad is not None:  # never write a NaN model over the last good checkpoint
@@ -368,6 +386,20 @@ def _restore(
     strategy.load_state_dict(payload["strategy"])
     ckpt.restore_rng(payload["rng"])
     return _Run.from_payload(payload)
+
+
+def _data_parallel(model: nn.Module, strategy: StepStrategy, n: int,
+                   batch_size: int) -> distributed.GradientAverager | None:
+    """Under several ranks: the averager that all-reduces gradients before each optimizer step (None alone).
+
+    Only :class:`StandardStep` and its subclasses (one torch optimizer over the model) are data-parallel
+    so far; a strategy with its own update (e.g. by a meta-network) is refused rather than run wrong."""
+    if not distributed.active():
+        return None
+    if not isinstance(strategy, StandardStep) or strategy.optimizer is None:
+        distributed.refuse(f"the {type(strategy).__name__} training step")
+    distributed.check_batches(n, batch_size)
+    return distributed.GradientAverager(strategy.optimizer, model)
 
 
 def _check_arguments(

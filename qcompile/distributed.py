@@ -1,0 +1,157 @@
+"""Data-parallel runs on torch.distributed: process-group setup from torchrun's environment, and the
+few collectives the training loop needs.
+
+Why it looks like this:
+- ``torchrun`` (``torch.distributed.run``) starts one process per rank and sets ``RANK``,
+  ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous variables; :func:`setup` reads only those, so a
+  plain ``qcompile ...`` (no torchrun) stays a single process and never touches torch.distributed.
+- gloo on CPU, NCCL on CUDA (one GPU per rank, picked by ``LOCAL_RANK``).
+- Every collective has a timeout (``--dist-timeout``): a rank that died or raised makes the others
+  fail with an error after that long instead of hanging forever; torchrun then ends the job, and
+  the failing rank's own error is what it reports.
+- Gradients are averaged by an explicit all-reduce run just before ``optimizer.step`` (an optimizer
+  step pre-hook, :func:`average_gradients_before_step`) rather than by wrapping the model in
+  ``DistributedDataParallel``: the step belongs to a strategy that holds the fx GraphModule itself
+  (its state_dict keys, its quantizer modules), and weighting each rank by its sample count keeps the
+  averaged gradient equal to the full global batch's even when the last batch splits unevenly. The cost:
+  no overlap of communication with the backward pass (DDP's buckets) — one flat all-reduce per step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from qcompile.errors import ConfigError
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def launched() -> bool:
+    """Started by torchrun with more than one rank?"""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    """Is a process group of more than one rank set up in this process?"""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or a single process): the one that writes files and draws progress."""
+    return rank() == 0
+
+
+def setup(timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Join the process group torchrun describes (no-op outside torchrun or if already joined).
+
+    Returns whether this process is now part of a group of more than one rank."""
+    if not launched() or active():
+        return active()
+    if not dist.is_available():
+        raise ConfigError("this torch build has no torch.distributed", hint="run without torchrun, or install a torch "
+                          "build with distributed support")
+    if timeout_s <= 0:
+        raise ConfigError(f"--dist-timeout must be > 0 seconds, got {timeout_s}", hint="e.g. --dist-timeout 300")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return True
+
+
+def teardown() -> None:
+    """Leave the process group (harmless when none was joined)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def refuse(what: str) -> None:
+    """Raise a ConfigError when ``what`` (a loop not yet data-parallel) is asked to run on several ranks."""
+    if launched() or active():
+        raise ConfigError(f"{what} does not run data-parallel yet (WORLD_SIZE={os.environ.get('WORLD_SIZE')})",
+                          hint="run it as a single process (without torchrun, or --nproc-per-node 1)")
+
+
+def shard(indices: np.ndarray) -> np.ndarray:
+    """This rank's contiguous slice of one global batch (``np.array_split``: sizes differ by at most one)."""
+    return np.array_split(indices, world_size())[rank()]
+
+
+def check_batches(n: int, batch_size: int) -> None:
+    """Every global batch must give each rank at least one sample (a rank with none cannot step)."""
+    world = world_size()
+    if world == 1:
+        return
+    last = n % batch_size or batch_size
+    if batch_size < world or last < world:
+        raise ConfigError(
+            f"--batch-size {batch_size} (the global batch) on {n} samples leaves a batch of "
+            f"{min(batch_size, last)} sample(s) for {world} ranks",
+            hint=f"use a global batch size >= {world} whose last batch ({n} mod batch size) is 0 or >= {world}")
+
+
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def sum_values(values: Sequence[float]) -> list[float]:
+    """Element-wise sum of ``values`` over ranks (float64), identical on every rank."""
+    if not active():
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_device())
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def reduce_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min of the ranks' ``lo``, max of the ranks' ``hi``): one observed batch's range over all ranks."""
+    if not active():
+        return lo, hi
+    lo, hi = lo.detach().clone().to(_device()), hi.detach().clone().to(_device())
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return lo, hi
+
+
+class GradientAverager:
+    """Hooked onto ``optimizer.step``: first replaces each gradient by the global batch's — the sum over
+    ranks of ``weight`` × the local one, ``weight`` being this rank's samples / the global batch's (the
+    loop sets it before each step). Losses are means over a batch, so this is the full-batch gradient.
+
+    BatchNorm running statistics get the same weighted average, so every rank keeps the same ones (DDP
+    would instead copy rank 0's): the running mean is then the global batch's exactly; the running
+    variance is the mean of the ranks' variances, which omits the spread between the ranks' means.
+    Normalisation inside a training step still uses each rank's own batch statistics."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
+        self.weight = 1.0 / world_size()
+        self.statistics = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                           for b in (m.running_mean, m.running_var) if b is not None]
+        self.handle = optimizer.register_step_pre_hook(self._reduce)
+
+    def _reduce(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        # Every rank ran the same graph, so the same parameters have gradients, in the same order.
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        tensors = grads + self.statistics
+        if not tensors or not active():
+            return
+        flat = torch.cat([t.detach().reshape(-1).float() for t in tensors]).mul_(self.weight)
+        dist.all_reduce(flat)
+        offset = 0
+        for t in tensors:
+            t.data.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()

@@ -1,0 +1,128 @@
+"""Data-parallel training on 2 gloo ranks (CPU), launched with torch.distributed.run, against one process.
+
+Each run of tests/ddp_worker.py is a tiny model on 10 samples; a 2-rank launch takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qcompile import distributed
+from qcompile.errors import ConfigError
+
+WORKER = str(Path(__file__).with_name("ddp_worker.py"))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def single(*args: str) -> None:
+    subprocess.run([sys.executable, WORKER, *args], check=True, env=ENV, timeout=120)
+
+
+def two_ranks(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", WORKER, *args]
+    done = subprocess.run(cmd, env=ENV, timeout=120, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(done.stdout + done.stderr)
+    return done
+
+
+def test_two_rank_step_gives_the_full_batch_gradients_ranges_and_batchnorm_means(tmp_path):
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    single("step", str(tmp_path / "one"))
+    two_ranks("step", str(tmp_path / "two"))
+    reference = torch.load(tmp_path / "one" / "step-rank0.pt")
+    ranks = [torch.load(tmp_path / "two" / f"step-rank{r}.pt") for r in (0, 1)]
+    assert reference["world"] == 1 and ranks[0]["world"] == 2
+    for r in ranks:  # the global batch of 5 splits 3 + 2 with different ranges; each rank sees the global one
+        assert r["range"] == pytest.approx(reference["range"], abs=1e-6)
+        for name, grad in reference["grads"].items():
+            torch.testing.assert_close(r["grads"][name], grad, atol=1e-6, rtol=1e-5)
+    assert ranks[0]["range"] == ranks[1]["range"]
+    # BatchNorm: the ranks keep the same running statistics; the mean is the global batch's
+    torch.testing.assert_close(ranks[0]["bn"], ranks[1]["bn"], atol=0, rtol=0)
+    torch.testing.assert_close(ranks[0]["bn"][0], reference["bn"][0], atol=1e-6, rtol=1e-5)
+
+
+def test_sync_bn_gives_the_full_batch_gradients_and_statistics(tmp_path):
+    """A global batch of 5 split 3 + 2: BatchNorm normalises with all 5, as one process does."""
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    single("syncbn", str(tmp_path / "one"))
+    two_ranks("syncbn", str(tmp_path / "two"))
+    reference = torch.load(tmp_path / "one" / "syncbn-rank0.pt")
+    for r in (0, 1):
+        rank = torch.load(tmp_path / "two" / f"syncbn-rank{r}.pt")
+        torch.testing.assert_close(rank["bn"], reference["bn"], atol=1e-6, rtol=1e-5)
+        for name, grad in reference["grads"].items():
+            torch.testing.assert_close(rank["grads"][name], grad, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("first, then", [("two", "one"), ("one", "two")])
+def test_a_checkpoint_resumes_under_another_world_size(tmp_path, first, then):
+    """Stopped at step 4 of 6 (inside epoch 2) by one world size, finished by the other: the same
+    weights as one uninterrupted process, because the data order depends on (seed, epoch) only."""
+    run = {"one": single, "two": two_ranks}
+    (tmp_path / "ref").mkdir(), (tmp_path / "run").mkdir()
+    single("train", str(tmp_path / "ref"), "6")
+    run[first]("train", str(tmp_path / "run"), "4")
+    run[then]("train", str(tmp_path / "run"), "6", "resume")
+    reference = torch.load(tmp_path / "ref" / "train-6-world1.pt")
+    resumed = torch.load(tmp_path / "run" / f"train-6-world{1 if then == 'one' else 2}.pt")
+    assert resumed["steps"] == reference["steps"] == 6
+    for name, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][name], value, atol=1e-5, rtol=1e-4)
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["train_loss"] for h in reference["history"]], rel=1e-5)
+
+
+def test_a_rank_that_raises_ends_the_job_with_its_error(tmp_path):
+    done = two_ranks("raise", str(tmp_path), check=False)
+    assert done.returncode != 0
+    assert "rank 1 failed on purpose" in done.stdout + done.stderr
+
+
+def test_batches_too_small_for_the_ranks_are_refused(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    with pytest.raises(ConfigError, match="leaves a batch of 2 sample"):
+        distributed.check_batches(10, 8)
+    distributed.check_batches(12, 8)  # batches of 8 and 4: one sample or more per rank
+
+
+def test_loops_not_yet_data_parallel_are_refused_under_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="does not run data-parallel yet"):
+        distributed.refuse("the codec's rate-distortion training")
+
+
+def test_a_strategy_with_its_own_update_is_refused_under_several_ranks(monkeypatch):
+    from qcompile.methods.metaquant.step import MetaQuantStep
+    from qcompile.train.loop import _data_parallel
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    step = MetaQuantStep.__new__(MetaQuantStep)  # refused before it is set up
+    with pytest.raises(ConfigError, match="MetaQuantStep training step does not run data-parallel yet"):
+        _data_parallel(torch.nn.Linear(2, 2), step, 10, 4)
+
+
+def test_torchrun_compile_writes_one_run_dir_and_one_json_document(tmp_path):
+    """`torchrun -m qcompile compile` on 2 ranks: rank 0 alone prints the summary and writes the files."""
+    import json
+
+    from test_cli import MODEL_SOURCE
+
+    (tmp_path / "net.py").write_text(MODEL_SOURCE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "qcompile",
+           "compile", "net.py:build", "--input-shape", "1,1,8,8", "--data", "digits", "--epochs", "1",
+           "--max-steps", "4", "--batch-size", "32", "--sync-bn", "--out", "m.onnx", "--run-dir", "run", "--json"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=ENV, timeout=180, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout)  # exactly one document: rank 1 printed nothing
+    assert summary["training"]["steps"] == 4
+    assert summary["parity"]["max_abs_diff"] <= 1e-4  # the export matches the model rank 0 trained
+    assert (tmp_path / "m.onnx").is_file() and (tmp_path / "run" / "checkpoints" / "checkpoint.pt").is_file()
