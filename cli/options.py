@@ -73,7 +73,7 @@ class FiniteFloat(click.FloatRange):
         return f" (accepted: {self._describe_range()})" if self.min is not None or self.max is not None else ""
 
 
-def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+def int_list_option(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
@@ -225,7 +225,7 @@ def out_option(required: bool, help: str) -> Callable[[Callable[..., Any]], Call
 
 
 batch_sizes_option = click.option(
-    "--batch-sizes", callback=_int_list, default="1,64", show_default=True, metavar="N[,N...]",
+    "--batch-sizes", callback=int_list_option, default="1,64", show_default=True, metavar="N[,N...]",
     help=BATCH_SIZES_HELP)
 
 providers_option = click.option(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qcompile.runtime.container import _fields, _varint
+from qcompile.runtime.container import protobuf_fields, read_varint
 
 _MODEL_GRAPH, _GRAPH_INITIALIZER, _GRAPH_INPUT = 7, 5, 11  # ModelProto / GraphProto field numbers
 _VALUE_INFO_NAME = 1
@@ -55,7 +55,7 @@ def _graph_without_input(model: bytes, span: tuple[int, int], name: str) -> tupl
 
 
 def _name_of(model: bytes, span: tuple[int, int]) -> bytes | None:
-    for number, inner in _fields(model, *span):
+    for number, inner in protobuf_fields(model, *span):
         if number == _VALUE_INFO_NAME and inner is not None:
             return model[slice(*inner)]
     return None
@@ -64,16 +64,16 @@ def _name_of(model: bytes, span: tuple[int, int]) -> bytes | None:
 def _records(data: bytes, start: int, end: int):
     """``(field number, payload span or None, field begin, field end)`` of one message's fields."""
     begin = start
-    for number, span in _fields(data, start, end):
+    for number, span in protobuf_fields(data, start, end):
         stop = span[1] if span is not None else _field_end(data, begin)
         yield number, span, begin, stop
         begin = stop
 
 
 def _field_end(data: bytes, begin: int) -> int:
-    key, pos = _varint(data, begin)
+    key, pos = read_varint(data, begin)
     wire = key & 7
-    return _varint(data, pos)[1] if wire == 0 else pos + (8 if wire == 1 else 4)
+    return read_varint(data, pos)[1] if wire == 0 else pos + (8 if wire == 1 else 4)
 
 
 def _tensor(name: str, value: np.ndarray) -> bytes:

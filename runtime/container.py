@@ -153,9 +153,9 @@ def onnx_metadata_props(path: Path) -> dict[str, str]:
     props: dict[str, str] = {}
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         try:
-            for number, payload in _fields(data, 0, len(data)):
+            for number, payload in protobuf_fields(data, 0, len(data)):
                 if number == _METADATA_PROPS and payload is not None:
-                    entry = {n: span for n, span in _fields(data, *payload) if span is not None}
+                    entry = {n: span for n, span in protobuf_fields(data, *payload) if span is not None}
                     key, value = (bytes(data[slice(*entry.get(n, (0, 0)))]) for n in (1, 2))
                     props[_utf8(key, str(path))] = _utf8(value, str(path))
         except (IndexError, ValueError) as e:
@@ -166,19 +166,19 @@ def onnx_metadata_props(path: Path) -> dict[str, str]:
     return props
 
 
-def _fields(data, start: int, end: int):
+def protobuf_fields(data, start: int, end: int):
     """``(field number, (begin, end) of a length-delimited payload, else None)`` of one protobuf message."""
     pos = start
     while pos < end:
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         number, wire = key >> 3, key & 7
         span = None
         if wire == 0:
-            _, pos = _varint(data, pos)
+            _, pos = read_varint(data, pos)
         elif wire == 1:
             pos += 8
         elif wire == 2:
-            length, pos = _varint(data, pos)
+            length, pos = read_varint(data, pos)
             span, pos = (pos, pos + length), pos + length
         elif wire == 5:
             pos += 4
@@ -189,7 +189,7 @@ def _fields(data, start: int, end: int):
         yield number, span
 
 
-def _varint(data, pos: int) -> tuple[int, int]:
+def read_varint(data, pos: int) -> tuple[int, int]:
     value, shift = 0, 0
     while True:
         byte = data[pos]

@@ -207,7 +207,7 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
     def broken_check(proto):
         raise ExportError("checker says no")
 
-    monkeypatch.setattr(onnx_export, "_check", broken_check)
+    monkeypatch.setattr(onnx_export, "check_onnx", broken_check)
     with pytest.raises(ExportError, match="checker says no"):
         export_onnx(gm, (x,), target)
     assert list(tmp_path.iterdir()) == []

@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 
 from qcompile.cli import output as fmt
-from qcompile.cli.options import PROVIDERS, _int_list, providers_option
+from qcompile.cli.options import PROVIDERS, int_list_option, providers_option
 from qcompile.cli.output import Output, Result, reporting
 from qcompile.runtime.cli import codec as runtime_codec
 
@@ -72,7 +72,7 @@ def decompress(out: Output, file: Path, out_path: Path, model: str | None, provi
 @click.option("--data", "-d", required=True, type=click.Path(file_okay=False, path_type=Path),
               help=runtime_codec.DATA_HELP)
 @click.option("--model", "-m", "models", multiple=True, metavar="M", help=runtime_codec.EVAL_MODEL_HELP)
-@click.option("--jpeg-qualities", callback=_int_list, default=None, metavar="Q[,Q...]",
+@click.option("--jpeg-qualities", callback=int_list_option, default=None, metavar="Q[,Q...]",
               help=f"{runtime_codec.JPEG_HELP} [default: 10,20,...,90]")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="RD.png",
               help=runtime_codec.PLOT_HELP)

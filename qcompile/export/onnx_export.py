@@ -76,7 +76,7 @@ def _with_batch_of_two(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, 
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_exporter():
     """Swallow the exporter's prints, warnings and log lines (torch's loggers write to the terminal they were
     set up with, so they are muted rather than redirected); a failure keeps the prints as its detail."""
     buffer = io.StringIO()
@@ -93,7 +93,7 @@ def torch_to_onnx_ir(module: nn.Module, example_inputs, opset: int) -> ir.Model:
     """``torch.onnx.export(dynamo=True)`` with a dynamic batch dimension, silenced; an ``onnx_ir`` model."""
     inputs = _with_batch_of_two(_as_tuple(example_inputs))
     batch = torch.export.Dim("batch")
-    with _quiet() as log:
+    with quiet_exporter() as log:
         try:
             program = torch.onnx.export(module, inputs, dynamo=True, verbose=False, opset_version=opset,
                                         dynamic_shapes=tuple({0: batch} for _ in inputs))
@@ -124,7 +124,7 @@ def _checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
     return copy_
 
 
-def _check(proto: onnx.ModelProto) -> None:
+def check_onnx(proto: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(_checkable(proto), full_check=True)
     except Exception as e:
@@ -132,7 +132,7 @@ def _check(proto: onnx.ModelProto) -> None:
                           hint="this is a qcompile bug; please report it with the model") from e
 
 
-def _opset(layers: list[dict], requested: int | None) -> int:
+def choose_opset(layers: list[dict], requested: int | None) -> int:
     needed = INT2_OPSET if any(layer["weight_format"].endswith("int2") for layer in layers) else DEFAULT_OPSET
     if requested is None:
         return needed
@@ -154,7 +154,7 @@ def check_exportable(gm: fx.GraphModule, example_inputs) -> None:
     """Convert ``gm`` to ONNX in memory as :func:`export_graph` would, writing nothing: a model that cannot be
     exported (e.g. a leaf module branching on tensor values) fails here, before it is trained."""
     frozen, layers = _frozen(gm)
-    torch_to_onnx_ir(frozen, example_inputs, _opset(layers, None))
+    torch_to_onnx_ir(frozen, example_inputs, choose_opset(layers, None))
 
 
 def export_graph(gm: fx.GraphModule, example_inputs, opset: int | None = None, manifest: Manifest | None = None,
@@ -167,7 +167,7 @@ def export_graph(gm: fx.GraphModule, example_inputs, opset: int | None = None, m
     (see :func:`~qcompile.export.onnx_passes.export_pipeline`).
     """
     frozen, layers = _frozen(gm)
-    opset = _opset(layers, opset)
+    opset = choose_opset(layers, opset)
     metadata = {} if manifest is None else _props(_with_layers(manifest, layers))
     model = torch_to_onnx_ir(frozen, example_inputs, opset)
     changed = []
@@ -178,7 +178,7 @@ def export_graph(gm: fx.GraphModule, example_inputs, opset: int | None = None, m
         except ir.passes.PassError as e:
             raise ExportError(f"ONNX pass {type(p).__name__} failed: {e}", hint="this is a qcompile bug") from e
     proto = ir.serde.serialize_model(model)
-    _check(proto)
+    check_onnx(proto)
     return ExportedGraph(proto, opset, layers, changed)
 
 
@@ -216,6 +216,6 @@ def export_float_onnx(model: nn.Module, example_inputs, path: str | Path, opset:
     ir_model = torch_to_onnx_ir(module, example_inputs, opset)
     ClearMetadataAndDocStringPass()(ir_model)  # as in export_pipeline, so file sizes compare fairly
     proto = ir.serde.serialize_model(ir_model)
-    _check(proto)
+    check_onnx(proto)
     write_atomically(proto, path)
     return Path(path)

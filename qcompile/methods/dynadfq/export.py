@@ -26,7 +26,7 @@ from torch import nn
 
 from qcompile.errors import ExportError
 from qcompile.export.artifact import write_bundle
-from qcompile.export.onnx_export import ExportReport, _check, _opset, _quiet, torch_to_onnx_ir
+from qcompile.export.onnx_export import ExportReport, check_onnx, choose_opset, quiet_exporter, torch_to_onnx_ir
 from qcompile.export.onnx_passes import export_pipeline
 from qcompile.methods.dynadfq.cost import layer_costs
 from qcompile.methods.dynadfq.insert_selector import SELECTOR, remove_selector
@@ -52,7 +52,7 @@ class SelectorIndices(nn.Module):
 def _model_graph(module: nn.Module, x: torch.Tensor, layers: int, opset: int) -> onnx.ModelProto:
     widths = torch.zeros(layers, dtype=torch.int64)
     x = x if x.shape[0] >= 2 else x.expand(2, *x.shape[1:]).contiguous()
-    with _quiet():
+    with quiet_exporter():
         try:
             program = torch.onnx.export(module, (x, widths), dynamo=True, verbose=False, opset_version=opset,
                                         dynamic_shapes=({0: torch.export.Dim("batch")}, None))
@@ -67,7 +67,7 @@ def _finish(model: ir.Model) -> onnx.ModelProto:
     for p in export_pipeline({}):
         p(model)
     proto = ir.serde.serialize_model(model)
-    _check(proto)
+    check_onnx(proto)
     return proto
 
 
@@ -81,7 +81,7 @@ def dynamic_graphs(compiled, opset: int | None = None):
     freeze = FreezeForExport()  # the layers that are not dynamic (e.g. kept at 8 bits), as in a static export
     freeze(gm)
     layers += freeze.report.get("layers", [])
-    opset = _opset(layers, opset)
+    opset = choose_opset(layers, opset)
     x = compiled.example_inputs[0].cpu()
     model = _model_graph(gm, x, selector.layers, opset)
     selector_proto = _finish(torch_to_onnx_ir(SelectorIndices(int8_selector(selector)).eval(), (x,), opset))
