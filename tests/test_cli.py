@@ -296,7 +296,7 @@ def test_demo_json(tmp_path):
         assert Path(row["path"]).is_file() and set(row["latency_ms"]) == {"1", "64"}
     assert rows["W4A8"]["file_bytes"] < rows["fp32"]["file_bytes"] / 3
     assert rows["W1A8 BWN"]["file_bytes"] < rows["W4A8"]["file_bytes"]
-    assert report["seconds"] < 60
+    assert report["seconds"] < 120  # 12-21 s alone on 2 cores; the margin keeps a loaded CI machine from failing it
 
 
 def test_resumed_finetune_records_each_epoch_once(tmp_path):
