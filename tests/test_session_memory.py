@@ -41,6 +41,8 @@ def test_rss_growth_follows_the_weights_held_in_memory(models):
     fp32, nbits = (memory.session_memory(path) for path in models)
     assert fp32["note"] is None and fp32["rss_after_bytes"] - fp32["rss_before_bytes"] == fp32["rss_growth_bytes"]
     assert fp32["rss_growth_bytes"] >= 8 * 2**20  # the float32 weight is resident
+    assert nbits["rss_growth_bytes"] < 4 * 2**20  # the packed one: 1 MiB of codes, 256 KiB of scales
+    assert fp32["process_setup_bytes"] > 0  # onnxruntime's one-time set-up, paid by the warm-up session
     assert fp32["rss_growth_bytes"] - nbits["rss_growth_bytes"] >= 5 * 2**20  # the 4-bit one is 7 MiB smaller
 
 
