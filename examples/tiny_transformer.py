@@ -78,4 +78,5 @@ def build_torch_layers(num_classes: int = 10, dim: int = 192, depth: int = 4, he
     """The same shape of model from ``nn.TransformerEncoderLayer`` (see the module docstring)."""
     layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
                                        norm_first=True)
-    return RowTransformer(dim, depth, heads, num_classes, nn.TransformerEncoder(layer, depth, enable_nested_tensor=False))
+    encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+    return RowTransformer(dim, depth, heads, num_classes, encoder)

@@ -29,8 +29,8 @@ def benchmark(model: str | Path, reference: str | Path | None = None, batch_size
     ``{"model": {"path", "size", "latency", "memory", "providers", "spinning"}, "batch_sizes", "repeats"}``, plus
     ``reference`` and ``ratios`` (``file_size``, ``session_rss``, ``latency`` per batch size: model / reference)
     when a reference is given. ``size`` is :func:`size_summary`; ``latency`` is :func:`measure_latency`;
-    ``memory`` is :func:`~qcompile.runtime.memory.session_memory` (RSS growth while the session is built). ``log`` hears a
-    line before each file is timed.
+    ``memory`` is :func:`~qcompile.runtime.memory.session_memory` (RSS growth while the session is built).
+    ``log`` hears a line before each file is timed.
     """
 
     def measure(path: str | Path) -> dict[str, Any]:

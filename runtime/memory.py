@@ -27,8 +27,9 @@ from typing import Any, Sequence
 STATM = Path("/proc/self/statm")
 NO_PROC = "resident memory not measured: it is read from /proc/self/statm, which this system lacks (Linux only)"
 # ONNX (IR 10, opset 21) of y = Identity(x), x float [N, 1]: made with onnx.helper, 76 bytes (the runtime has no onnx)
-WARMUP_MODEL = (b'\x08\n\x12\x00:@\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x06warmupZ\x11\n\x01x\x12\x0c\n\n\x08\x01'
-                b'\x12\x06\n\x00\n\x02\x08\x01b\x11\n\x01y\x12\x0c\n\n\x08\x01\x12\x06\n\x00\n\x02\x08\x01B\x04\n\x00\x10\x15')
+WARMUP_MODEL = (b'\x08\n\x12\x00:@\n\x10\n\x01x\x12\x01y"\x08Identity\x12\x06warmupZ\x11\n\x01x\x12\x0c'
+                b'\n\n\x08\x01\x12\x06\n\x00\n\x02\x08\x01b\x11\n\x01y\x12\x0c\n\n\x08\x01\x12\x06\n\x00'
+                b'\n\x02\x08\x01B\x04\n\x00\x10\x15')
 
 
 def _trim_heap() -> None:

@@ -96,7 +96,8 @@ class MLP(nn.Module):
     ({"a_bits": 8}, "MatMulNBits, which takes float inputs, but --a-bits 8 asks for quantized activations"),
     ({"a_bits": None, "w_bits": 3}, "--group-size needs --w-bits in 2, 4, 8, got 3"),
     ({"a_bits": None, "quantizer": "dorefa"}, "--group-size works with --method ste and --quantizer uniform"),
-    ({"a_bits": None, "layer_bits": {"fc1": 5}}, "--layer-bits fc1=5: with --group-size, Linear weights need 2, 4 or 8"),
+    ({"a_bits": None, "layer_bits": {"fc1": 5}},
+     "--layer-bits fc1=5: with --group-size, Linear weights need 2, 4 or 8"),
 ])
 def test_group_size_with_what_matmulnbits_cannot_run_is_a_config_error(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -105,12 +106,14 @@ def test_group_size_with_what_matmulnbits_cannot_run_is_a_config_error(options, 
 
 def test_cli_refuses_a_group_size_that_is_no_power_of_two(tmp_path):
     model = tmp_path / "m.py"
-    model.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n")
+    model.write_text("from torch import nn\n\n\ndef build():\n"
+                     "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n")
     result = CliRunner().invoke(cli, ["inspect", f"{model}:build", "--input-shape", "1,1,8,8", "--a-bits", "none",
                                       "--group-size", "48", "--json"])
     assert result.exit_code == 2
     error = json.loads(result.stdout)["error"]
-    assert error["message"] == "--group-size must be one of 16, 32, 64, 128, 256, got 48" and "power of two" in error["hint"]
+    assert error["message"] == "--group-size must be one of 16, 32, 64, 128, 256, got 48"
+    assert "power of two" in error["hint"]
     ok = CliRunner().invoke(cli, ["inspect", f"{model}:build", "--input-shape", "1,1,8,8", "--a-bits", "none",
                                   "--group-size", "32", "--json"])
     assert ok.exit_code == 0 and json.loads(ok.stdout)["sites"][0]["group_size"] == 32

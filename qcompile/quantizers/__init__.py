@@ -14,12 +14,14 @@ from qcompile.quantizers.uniform import UniformQuantizer
 WEIGHT_QUANTIZERS = ("uniform", "uniform-asym", "dorefa", "bwn")
 
 
-def make_weight_quantizer(kind: str, bits: int, per_channel: bool = True, group_size: int | None = None) -> WeightQuantizer:
+def make_weight_quantizer(kind: str, bits: int, per_channel: bool = True,
+                          group_size: int | None = None) -> WeightQuantizer:
     """Build a weight quantizer from a small explicit config (no injection magic). ``group_size``: a
     Linear weight in blocks along its inputs (symmetric uniform only; see :mod:`.block`)."""
     if group_size is not None:
         if kind != "uniform":
-            raise ConfigError(f"--group-size works with --quantizer uniform, got {kind!r}", hint="drop --group-size or use --quantizer uniform")
+            raise ConfigError(f"--group-size works with --quantizer uniform, got {kind!r}",
+                              hint="drop --group-size or use --quantizer uniform")
         return BlockQuantizer(bits, group_size)
     if kind == "uniform":
         return UniformQuantizer(bits, symmetric=True, per_channel=per_channel)

@@ -78,7 +78,8 @@ class BlockQuantizer(WeightQuantizer):
     def scale(self, w: torch.Tensor) -> torch.Tensor:
         """[N, n_blocks] float32 scales (detached); an all-zero block gets scale 1."""
         if w.dim() != 2:
-            raise ConfigError(f"the block quantizer is for Linear weights [N, K], got a weight of shape {tuple(w.shape)}",
+            raise ConfigError(f"the block quantizer is for Linear weights [N, K], got a weight of shape "
+                              f"{tuple(w.shape)}",
                               hint="--group-size applies to Linear layers only; Conv layers keep the per-channel grid")
         s = _grouped(w.detach(), self.group_size).abs().amax(dim=2) / self.qmax
         return torch.where(s > 0, s, torch.ones_like(s)).to(torch.float32)

@@ -1,6 +1,7 @@
 """ONNX-side passes of the export, on ``onnx_ir`` (one in-place pass per module).
 
-    ClearMetadataAndDocStringPass → LowerDecodeWeight → LowerBlockLinear → (the method's ONNX passes) → FoldBiasAdd
+    ClearMetadataAndDocStringPass → LowerDecodeWeight → LowerBlockLinear → (the method's ONNX passes)
+      → FoldBiasAdd
       → RemoveUnusedNodesPass → DropUnusedOpsetImports → SetIRVersion → AttachMetadata
       → DropDefaultAttributes → CompactModel → LowerDither
 
@@ -34,7 +35,8 @@ from qcompile.export.onnx_passes.set_ir_version import SetIRVersion
 
 
 def export_pipeline(metadata: Mapping[str, str], extra: Sequence[ir.passes.PassBase] = ()) -> list[ir.passes.PassBase]:
-    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), LowerBlockLinear(), *extra, FoldBiasAdd(), RemoveUnusedNodesPass(),
+    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), LowerBlockLinear(), *extra, FoldBiasAdd(),
+            RemoveUnusedNodesPass(),
             DropUnusedOpsetImports(), SetIRVersion(), AttachMetadata(metadata), DropDefaultAttributes(), CompactModel(),
             LowerDither()]
 
