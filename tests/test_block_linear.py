@@ -185,3 +185,18 @@ def test_the_session_keeps_weights_packed_in_memory(exported, tmp_path):
     assert max(sizes) == 40 * 4  # the largest float tensor: fc1's scales [N = 40, K / 16 = 4 blocks]
     packed = [t for t in optimised.graph.initializer if t.data_type == onnx.TensorProto.UINT8]
     assert sorted(int(np.prod(t.dims)) for t in packed) == sorted([40 * 64 // 2, 48 * 48 // 2, 10 * 48 // 2])
+
+
+def test_compile_and_export_from_the_run_directory_write_the_same_bytes(tmp_path):
+    model = tmp_path / "mlp.py"
+    model.write_text("from torch import nn\n\n\ndef build():\n"
+                     "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 40), nn.GELU(), nn.Linear(40, 10))\n")
+    out, again = tmp_path / "mlp.onnx", tmp_path / "again.onnx"
+    compiled = CliRunner().invoke(cli, ["compile", f"{model}:build", "--input-shape", "1,1,8,8", "--a-bits", "none",
+                                        "--group-size", "32", "--epochs", "1", "--max-steps", "3",
+                                        "--run-dir", str(tmp_path / "run"), "--out", str(out), "--json"])
+    assert compiled.exit_code == 0, compiled.stdout
+    exported = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--out", str(again), "--json"])
+    assert exported.exit_code == 0, exported.stdout
+    assert out.read_bytes() == again.read_bytes()
+    assert [n.op_type for n in onnx.load(out).graph.node].count("MatMulNBits") == 2
