@@ -1,4 +1,4 @@
-"""A small transformer encoder that reads a 28×28 digit as a sequence of 28 rows (Linear-heavy: ≈1.8M weights).
+"""A small transformer encoder that reads a 28×28 digit as a sequence of 28 rows (Linear-heavy: 1.78M Linear weights).
 
     python examples/train_float.py examples/tiny_transformer.py:build --data mnist:../shared/data/mnist --out tf.pt
     qcompile compile examples/tiny_transformer.py:build --weights tf.pt --input-shape 1,1,28,28 \\
