@@ -187,6 +187,23 @@ def test_the_session_keeps_weights_packed_in_memory(exported, tmp_path):
     assert sorted(int(np.prod(t.dims)) for t in packed) == sorted([40 * 64 // 2, 48 * 48 // 2, 10 * 48 // 2])
 
 
+@pytest.mark.parametrize("bits", [2, 8])
+def test_two_and_eight_bit_blocks_run_in_onnxruntime_as_pytorch_computes(bits, tmp_path):
+    torch.manual_seed(0)
+    cm = qcompile.compile(MLP(), input_shape=(1, 1, 8, 8), w_bits=bits, a_bits=None, group_size=16, data="digits",
+                          bn_reestimate_batches=0)
+    cm.export(tmp_path / "m.onnx")
+    model = onnx.load(tmp_path / "m.onnx")
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert [onnx.helper.get_attribute_value(a) for n in nodes for a in n.attribute if a.name == "bits"] == [bits] * 3
+    packed = {t.name: t for t in model.graph.initializer}[nodes[0].input[1]]
+    assert list(packed.dims) == [40, 4, 16 * bits // 8]  # fc1: N = 40, K = 64 in 4 blocks of 16
+    x = np.random.default_rng(2).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = cm.graph_module.eval()(torch.from_numpy(x)).numpy()
+    assert np.abs(Session(tmp_path / "m.onnx", providers="cpu").run(x) - expected).max() <= 1e-4
+
+
 def test_compile_and_export_from_the_run_directory_write_the_same_bytes(tmp_path):
     model = tmp_path / "mlp.py"
     model.write_text("from torch import nn\n\n\ndef build():\n"
