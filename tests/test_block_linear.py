@@ -217,3 +217,13 @@ def test_compile_and_export_from_the_run_directory_write_the_same_bytes(tmp_path
     assert exported.exit_code == 0, exported.stdout
     assert out.read_bytes() == again.read_bytes()
     assert [n.op_type for n in onnx.load(out).graph.node].count("MatMulNBits") == 2
+
+
+def test_a_block_quantized_linear_refuses_an_input_quantizer():
+    from qcompile.quantizers import ActivationQuantizer
+
+    op = QuantBlockLinear(nn.Linear(64, 8), BlockQuantizer(4, 32))
+    assert op(torch.randn(2, 64)).shape == (2, 8)
+    op.input_quantizer = ActivationQuantizer(8, signed=True)
+    with pytest.raises(ConfigError, match="a block-quantized Linear takes float inputs"):
+        op(torch.randn(2, 64))
