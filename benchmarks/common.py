@@ -78,10 +78,10 @@ def mnist():
     return splits
 
 
-def build_model():
+def build_model(model_file: Path = MODEL_FILE):
     from qcompile.loading import load_model
 
-    return load_model(MODEL_SPEC)
+    return load_model(f"{model_file}:build")
 
 
 def weight_count(model) -> int:
@@ -111,8 +111,9 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def float_model(splits, recipe: FloatRecipe, log: Callable[[str], None] = print):
-    """``(model in eval mode, info)``; trains with ``recipe`` unless a matching checkpoint is cached.
+def float_model(splits, recipe: FloatRecipe, log: Callable[[str], None] = print, model_file: Path = MODEL_FILE):
+    """``(model in eval mode, info)``; trains ``model_file:build`` with ``recipe`` unless a matching checkpoint
+    is cached.
 
     ``info``: ``{"recipe", "test_acc", "train_seconds", "cached", "checkpoint"}`` — ``train_seconds``
     is the time of the run that produced the checkpoint (possibly an earlier invocation).
@@ -123,13 +124,13 @@ def float_model(splits, recipe: FloatRecipe, log: Callable[[str], None] = print)
     from qcompile.train import TrainConfig, finetune
 
     key_source = json.dumps({
-        "recipe": asdict(recipe), "model": _file_digest(MODEL_FILE), "torch": torch.__version__,
+        "recipe": asdict(recipe), "model": _file_digest(model_file), "torch": torch.__version__,
         "train": hashlib.sha256(np.ascontiguousarray(splits.train.x).tobytes()).hexdigest()[:16],
         "labels": hashlib.sha256(splits.train.y.tobytes()).hexdigest()[:16],
     }, sort_keys=True)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:12]
     weights, sidecar = CACHE_DIR / f"float-{key}.pt", CACHE_DIR / f"float-{key}.json"
-    model = build_model()
+    model = build_model(model_file)
     if weights.exists() and sidecar.exists():
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         info = json.loads(sidecar.read_text())
@@ -137,7 +138,7 @@ def float_model(splits, recipe: FloatRecipe, log: Callable[[str], None] = print)
         return model.eval(), {**info, "cached": True}
     log(f"float model: training {recipe} (cached afterwards in {CACHE_DIR.relative_to(REPO)}/)")
     torch.manual_seed(recipe.seed)
-    model = build_model()
+    model = build_model(model_file)
     config = TrainConfig(epochs=recipe.epochs, lr=recipe.lr, optimizer=recipe.optimizer, batch_size=recipe.batch_size,
                          seed=recipe.seed, device="cpu", max_steps=recipe.max_steps, mean=splits.mean, std=splits.std)
     started = time.perf_counter()
@@ -177,6 +178,17 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """The ISA flags that decide which onnxruntime kernels run (AVX2, AVX-512, VNNI), from /proc/cpuinfo."""
+    wanted = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    present = set(flags.split(":", 1)[1].split())
+    return [f for f in wanted if f in present]
 
 
 def _git_commit() -> dict[str, Any]:

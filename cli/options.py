@@ -153,6 +153,10 @@ quant_options = option_group("quant", lambda: [
                  help="Weight quantizer: uniform | uniform-asym | dorefa | bwn [default: uniform]."),
     click.Option(["--per-channel/--per-tensor", "per_channel"], default=None,
                  help="Weight scales per output channel or per tensor [default: the quantizer's usual choice]."),
+    click.Option(["--group-size"], type=int, default=None, metavar="G",
+                 help="Linear weights with one scale per G inputs (16, 32, 64, 128, 256; --w-bits 2, 4 or 8, "
+                      "--a-bits none), exported as onnxruntime's MatMulNBits: they stay packed in memory "
+                      "[default: off]."),
     click.Option(["--first-layer"], type=LAYER_POLICIES, default=None,
                  help="First conv/linear: quantize like the rest, at 8 bits, or keep float [default: quantize]."),
     click.Option(["--last-layer"], type=LAYER_POLICIES, default=None,

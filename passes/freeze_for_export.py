@@ -20,7 +20,9 @@ import torch
 from torch import fx
 
 from qcompile.errors import ExportError
+from qcompile.export.frozen_block import FrozenBlockLinear
 from qcompile.export.frozen_ops import FROZEN, FrozenQuantizedOp
+from qcompile.quantized_block import QuantBlockLinear
 from qcompile.quantized_ops import QuantizedOp
 from qcompile.passes.base import GraphPass
 from qcompile.passes.graph_utils import module_of, replace_submodule
@@ -45,7 +47,7 @@ def freeze_op(name: str, op: QuantizedOp) -> FrozenQuantizedOp:
                               hint="calibrate or finetune on data before export (compile with --data)")
         x_scale, x_range = iq.scale(), (iq.qmin, iq.qmax)
     output_scale = op.output_scale(w_scale, x_scale)
-    frozen_type = FROZEN[type(op)]
+    frozen_type = FrozenBlockLinear if isinstance(op, QuantBlockLinear) else FROZEN[type(op)]
     return frozen_type(op, codes, output_scale, op.bias, x_scale, x_range).to(op.weight.device)
 
 

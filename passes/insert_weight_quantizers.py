@@ -22,7 +22,7 @@ QuantizerFactory = Callable[[SitePlan], WeightQuantizer]
 
 
 def default_weight_quantizer(site: SitePlan) -> WeightQuantizer:
-    return make_weight_quantizer(site.quantizer, site.w_bits, site.per_channel)
+    return make_weight_quantizer(site.quantizer, site.w_bits, site.per_channel, site.group_size)
 
 
 class InsertWeightQuantizers(GraphPass):

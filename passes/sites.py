@@ -83,8 +83,12 @@ def float_ops(gm: fx.GraphModule, leaf_modules: list[str] = ()) -> list[FloatOp]
             reason = next((r for types, r in _FLOAT_REASONS if isinstance(m, types)), None)
             if reason is None:
                 has_w = any(True for _ in m.parameters(recurse=False))
+                inner = sum(p.numel() for p in m.parameters())
                 reason = ("not supported by qcompile yet: kept in float" if has_w
-                          else "no weights: runs in float")
+                          else "no weights: runs in float" if not inner
+                          else f"a torch.nn module torch.fx keeps opaque (e.g. nn.TransformerEncoderLayer, "
+                               f"nn.MultiheadAttention): its {inner} weights stay float; build it from nn.Linear "
+                               "to quantize them")
         out.append(FloatOp(name, type(m).__name__, reason))
     return out
 

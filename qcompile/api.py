@@ -367,7 +367,7 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
             method: str = "ste", w_bits: int = 4, a_bits: int | None = 8, quantizer: str = "uniform",
             per_channel: bool | None = None, first_layer: str = "quantize", last_layer: str = "quantize",
             layer_bits: dict[str, int] | None = None, method_options: dict | None = None,
-            leaf_modules: Sequence[str] = (), data: DatasetSplits | str | None = None,
+            group_size: int | None = None, leaf_modules: Sequence[str] = (), data: DatasetSplits | str | None = None,
             spec: QuantSpec | None = None, task: Task | str | None = None,
             bn_reestimate_batches: int = 64, normalization: Normalization | str | None = None,
             mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None) -> CompiledModel:
@@ -399,7 +399,7 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     example_outputs = run_example(float_model, example_inputs)
     spec = spec or QuantSpec(method=method, w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, per_channel=per_channel,
                              first_layer=first_layer, last_layer=last_layer, overrides=dict(layer_bits or {}),
-                             method_options=dict(method_options or {}))
+                             method_options=dict(method_options or {}), group_size=group_size)
     plugin = get_method(spec.method, spec.method_options)
     spec = plugin.plan_spec(spec)
     gm = trace(copy.deepcopy(float_model), leaf_modules)

@@ -32,6 +32,7 @@ class QuantSpec:
     last_layer: str = "quantize"
     overrides: dict[str, int] = field(default_factory=dict)  # glob on site name -> weight bits (0 = float)
     method_options: dict = field(default_factory=dict)  # the method plug-in's own settings
+    group_size: int | None = None  # Linear weights in blocks of this many inputs (MatMulNBits); None: per channel
 
     def validate(self) -> None:
         if not (is_int(self.w_bits) and 1 <= self.w_bits <= 8):
@@ -55,10 +56,15 @@ class QuantSpec:
         for policy in (self.first_layer, self.last_layer):
             if policy not in LAYER_POLICIES:
                 raise ConfigError(f"unknown layer policy {policy!r}", hint=f"choose one of {', '.join(LAYER_POLICIES)}")
+        if self.group_size is not None:
+            from qcompile.quantizers.block import check_group_spec
+
+            check_group_spec(self)
 
     def label(self) -> str:
         """The quantizer and bits in a few characters, e.g. 'uniform W4A8' or 'bwn W1'."""
-        return f"{self.quantizer} W{self.w_bits}" + (f"A{self.a_bits}" if self.a_bits else "")
+        group = f" g{self.group_size}" if self.group_size else ""
+        return f"{self.quantizer}{group} W{self.w_bits}" + (f"A{self.a_bits}" if self.a_bits else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +85,7 @@ class SitePlan:
     quantizer: str
     per_channel: bool
     reason: str = ""
+    group_size: int | None = None  # a Linear site's weight blocks (QuantSpec.group_size); None: per channel
 
     @property
     def quantized(self) -> bool:
@@ -132,6 +139,8 @@ def build_plan(gm: fx.GraphModule, spec: QuantSpec) -> QuantPlan:
                     a_bits = None
                 elif quantizer == "bwn" and bits != 1:
                     quantizer = "uniform"
+        group = spec.group_size if info.op == "Linear" and w_bits is not None and quantizer == "uniform" else None
         sites.append(SitePlan(info.name, info.op, w_bits, a_bits, quantizer,
-                              per_channel if quantizer == spec.quantizer else _default_per_channel(quantizer), reason))
+                              per_channel if quantizer == spec.quantizer else _default_per_channel(quantizer), reason,
+                              group))
     return QuantPlan(spec, sites)

@@ -136,4 +136,8 @@ QUANTIZABLE = {nn.Conv1d: QuantConv, nn.Conv2d: QuantConv, nn.Linear: QuantLinea
 
 
 def quantize_module(module: nn.Module, weight_quantizer: WeightQuantizer) -> QuantizedOp:
+    if getattr(weight_quantizer, "group_size", None) is not None:  # per-block scales: see qcompile.quantized_block
+        from qcompile.quantized_block import QuantBlockLinear
+
+        return QuantBlockLinear(module, weight_quantizer)
     return QUANTIZABLE[type(module)](module, weight_quantizer)

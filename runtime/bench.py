@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from qcompile.runtime.errors import InputError
+from qcompile.runtime.memory import session_memory
 from qcompile.runtime.optional import available, install_hint
 from qcompile.runtime.session import Session, format_shape
 
@@ -25,10 +26,11 @@ def benchmark(model: str | Path, reference: str | Path | None = None, batch_size
               spinning: bool | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Size and latency of ``model`` (and of ``reference``, usually the fp32 export, with ratios); a plain dict.
 
-    ``{"model": {"path", "size", "latency", "providers", "spinning"}, "batch_sizes", "repeats"}``, plus
-    ``reference`` and ``ratios`` (``file_size``, ``latency`` per batch size: model / reference) when a reference is
-    given. ``size`` is :func:`size_summary`; ``latency`` is :func:`measure_latency`. ``log`` hears a
-    line before each file is timed.
+    ``{"model": {"path", "size", "latency", "memory", "providers", "spinning"}, "batch_sizes", "repeats"}``, plus
+    ``reference`` and ``ratios`` (``file_size``, ``session_rss``, ``latency`` per batch size: model / reference)
+    when a reference is given. ``size`` is :func:`size_summary`; ``latency`` is :func:`measure_latency`;
+    ``memory`` is :func:`~qcompile.runtime.memory.session_memory` (RSS growth while the session is built).
+    ``log`` hears a line before each file is timed.
     """
 
     def measure(path: str | Path) -> dict[str, Any]:
@@ -36,15 +38,18 @@ def benchmark(model: str | Path, reference: str | Path | None = None, batch_size
             log(f"timing {path} at batch sizes {', '.join(map(str, batch_sizes))}")
         session = Session(path, providers=providers, spinning=spinning)
         latency = measure_latency(session, batch_sizes, warmup=warmup, repeats=repeats)
-        return {"path": Path(path), "size": size_summary(path), "latency": latency, "providers": session.providers,
-                "spinning": session.spinning}
+        memory = session_memory(path, session.providers, session.spinning)
+        return {"path": Path(path), "size": size_summary(path), "latency": latency, "memory": memory,
+                "providers": session.providers, "spinning": session.spinning}
 
     report: dict[str, Any] = {"model": measure(model), "batch_sizes": list(batch_sizes), "repeats": repeats}
     if reference is not None:
         ref = report["reference"] = measure(reference)
         m = report["model"]
+        growth = (m["memory"]["rss_growth_bytes"], ref["memory"]["rss_growth_bytes"])
         report["ratios"] = {
             "file_size": m["size"]["file_bytes"] / ref["size"]["file_bytes"],
+            "session_rss": growth[0] / growth[1] if None not in growth and growth[1] > 0 else None,
             "latency": {b: m["latency"][b]["median_ms"] / ref["latency"][b]["median_ms"] for b in batch_sizes},
         }
     return report

@@ -70,6 +70,8 @@ def _bits(value: int | None) -> str:
 def _quantizer(site: dict[str, Any]) -> str:
     if site["w_bits"] is None:
         return "—"
+    if site.get("group_size"):
+        return f"{site['quantizer']}/g{site['group_size']}"
     return f"{site['quantizer']}/{'ch' if site['per_channel'] else 'tensor'}"
 
 

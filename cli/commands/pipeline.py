@@ -347,7 +347,8 @@ def render_summary(console: Console, r: dict[str, Any]) -> None:
     if "spec" in r:
         s = r["spec"]
         a_bits = "float" if s["a_bits"] is None else s["a_bits"]
-        pairs.append(("quantization", f"{s['method']}: W{s['w_bits']} A{a_bits}, {s['quantizer']}"))
+        group = f", Linear in groups of {s['group_size']} (MatMulNBits)" if s.get("group_size") else ""
+        pairs.append(("quantization", f"{s['method']}: W{s['w_bits']} A{a_bits}, {s['quantizer']}{group}"))
         if s.get("method_options"):
             pairs.append(("method options", method_options_text(s["method_options"])))
     if r.get("training"):

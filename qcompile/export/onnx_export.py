@@ -34,6 +34,7 @@ from qcompile.errors import ExportError
 from qcompile.export.artifact import manifest as new_manifest
 from qcompile.export.artifact import manifest_props
 from qcompile.export.failure import explain_export_failure
+from qcompile.export.frozen_block import CONTRIB_OPS_FIELD, contrib_ops
 from qcompile.export.onnx_passes import export_pipeline
 from qcompile.passes.freeze_for_export import FreezeForExport
 from qcompile.runtime.dithered import DITHER_FIELD, DITHER_LOCATION, dither_field
@@ -198,6 +199,8 @@ def _with_layers(manifest: Manifest, layers: list[dict]) -> Manifest:
     """``manifest`` with this export's layers, and the records of seeded-dither weights in its ``dither`` field."""
     dither = dither_field(layer["dither"] for layer in layers if "dither" in layer)
     extra = {**manifest.extra, DITHER_FIELD: dither} if dither else manifest.extra
+    if contrib := contrib_ops(layers):  # e.g. MatMulNBits: the file needs onnxruntime
+        extra = {**extra, CONTRIB_OPS_FIELD: contrib}
     return dataclasses.replace(manifest, layers=tuple(layers), extra=extra)
 
 

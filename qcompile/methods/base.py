@@ -73,7 +73,7 @@ class Method:
     def weight_quantizer(self, site: SitePlan) -> WeightQuantizer:
         from qcompile.quantizers import make_weight_quantizer
 
-        return make_weight_quantizer(site.quantizer, site.w_bits, site.per_channel)
+        return make_weight_quantizer(site.quantizer, site.w_bits, site.per_channel, site.group_size)
 
     def activation_quantizer(self, site: SitePlan, signed: bool) -> ActivationQuantizer:
         """The input quantizer of a site that plans ``a_bits``. A replacement subclasses

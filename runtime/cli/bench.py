@@ -13,7 +13,8 @@ from qcompile.runtime.cli.command import (PROVIDERS, Subcommand, add_model_argum
                                           add_spin_argument, at_least, int_list)
 from qcompile.runtime.cli.text import ms, nbytes, quotient, ratio, table
 
-SUMMARY = "Size (file, weights, information bound) and onnxruntime latency of MODEL.onnx, vs a reference."
+SUMMARY = ("Size (file, weights, information bound), session memory and onnxruntime latency of MODEL.onnx, "
+           "vs a reference.")
 REFERENCE_HELP = "Another ONNX file (usually the fp32 export) to compare size and latency against."
 REPEATS_HELP, WARMUP_HELP = "Timed runs per batch size.", "Untimed runs first."
 BATCH_SIZES_HELP = "Batch sizes to time."
@@ -48,12 +49,15 @@ def rows(r: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
             *([ratio(quotient(r["model"]["size"][key], r["reference"]["size"][key]))] if ratios else [])]
            for label, key in SIZES]
     out.append(["file / bound", *(ratio(f["size"]["file_over_bound"]) for f in files), *([""] if ratios else [])])
+    out.append(["session memory (RSS growth)", *(nbytes(f["memory"]["rss_growth_bytes"]) for f in files),
+                *([ratio(ratios["session_rss"])] if ratios else [])])
     for b in r["batch_sizes"]:
         out.append([f"latency, batch {b} (median)", *(ms(f["latency"][b]["median_ms"]) for f in files),
                     *([ratio(ratios["latency"][b])] if ratios else [])])
     columns = ["", "model", *(["reference", "model / ref"] if ratios else [])]
     notes = [f"{label}: {f['path']} ({', '.join(f['providers'])})" for label, f in zip(columns[1:], files)]
     notes += sorted({f["size"]["bound_note"] for f in files if f["size"].get("bound_note")})
+    notes += sorted({f["memory"]["note"] for f in files if f["memory"].get("note")})
     return columns, out, notes
 
 

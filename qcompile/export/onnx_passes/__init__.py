@@ -1,6 +1,7 @@
 """ONNX-side passes of the export, on ``onnx_ir`` (one in-place pass per module).
 
-    ClearMetadataAndDocStringPass → LowerDecodeWeight → (the method's ONNX passes) → FoldBiasAdd
+    ClearMetadataAndDocStringPass → LowerDecodeWeight → LowerBlockLinear → (the method's ONNX passes)
+      → FoldBiasAdd
       → RemoveUnusedNodesPass → DropUnusedOpsetImports → SetIRVersion → AttachMetadata
       → DropDefaultAttributes → CompactModel → LowerDither
 
@@ -27,16 +28,18 @@ from qcompile.export.onnx_passes.compact import CompactModel
 from qcompile.export.onnx_passes.drop_default_attributes import DropDefaultAttributes
 from qcompile.export.onnx_passes.drop_unused_opsets import DropUnusedOpsetImports
 from qcompile.export.onnx_passes.fold_bias_add import FoldBiasAdd
+from qcompile.export.onnx_passes.lower_block_linear import LowerBlockLinear
 from qcompile.export.onnx_passes.lower_decode_weight import LowerDecodeWeight
 from qcompile.export.onnx_passes.lower_dither import LowerDither
 from qcompile.export.onnx_passes.set_ir_version import SetIRVersion
 
 
 def export_pipeline(metadata: Mapping[str, str], extra: Sequence[ir.passes.PassBase] = ()) -> list[ir.passes.PassBase]:
-    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), *extra, FoldBiasAdd(), RemoveUnusedNodesPass(),
+    return [ClearMetadataAndDocStringPass(), LowerDecodeWeight(), LowerBlockLinear(), *extra, FoldBiasAdd(),
+            RemoveUnusedNodesPass(),
             DropUnusedOpsetImports(), SetIRVersion(), AttachMetadata(metadata), DropDefaultAttributes(), CompactModel(),
             LowerDither()]
 
 
 __all__ = ["AttachMetadata", "CompactModel", "DropDefaultAttributes", "DropUnusedOpsetImports", "FoldBiasAdd",
-           "LowerDecodeWeight", "LowerDither", "SetIRVersion", "export_pipeline"]
+           "LowerBlockLinear", "LowerDecodeWeight", "LowerDither", "SetIRVersion", "export_pipeline"]
