@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,6 +118,21 @@ def sum_values(values: Sequence[float]) -> list[float]:
     return t.tolist()
 
 
+def gather(value: Any) -> list[Any]:
+    """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+    if not active():
+        return [value]
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has checked or written a file the others then read)."""
+    if active():
+        dist.barrier()
+
+
 def reduce_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(min of the ranks' ``lo``, max of the ranks' ``hi``): one observed batch's range over all ranks."""
     if not active():
@@ -128,25 +144,37 @@ def reduce_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 class GradientAverager:
-    """Hooked onto ``optimizer.step``: first replaces each gradient by the global batch's — the sum over
-    ranks of ``weight`` × the local one, ``weight`` being this rank's samples / the global batch's (the
-    loop sets it before each step). Losses are means over a batch, so this is the full-batch gradient.
+    """Makes every rank's gradients the global batch's: each is replaced by the sum over ranks of
+    ``weight`` × the local one, ``weight`` being this rank's samples / the global batch's (the loop sets
+    it before each step). Losses are means over a batch, so this is the full-batch gradient.
+
+    Given an ``optimizer``, it runs as that optimizer's step pre-hook on every gradient the step will use
+    (all but ``exclude``, parameters whose gradients are the same on every rank by construction);
+    a strategy with its own update calls :meth:`average` on what it needs instead.
 
     BatchNorm running statistics get the same weighted average, so every rank keeps the same ones (DDP
     would instead copy rank 0's): the running mean is then the global batch's exactly; the running
     variance is the mean of the ranks' variances, which omits the spread between the ranks' means.
     Normalisation inside a training step still uses each rank's own batch statistics."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                 exclude: Sequence[torch.Tensor] = ()):
         self.weight = 1.0 / world_size()
         self.statistics = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                            for b in (m.running_mean, m.running_var) if b is not None]
-        self.handle = optimizer.register_step_pre_hook(self._reduce)
+        self.exclude = {id(p) for p in exclude}
+        if optimizer is not None:
+            self.handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: self.average(
+                self.gradients(opt) + self.statistics))
 
-    def _reduce(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    def gradients(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        """The gradients ``optimizer`` would step with, in its (rank-independent) parameter order."""
         # Every rank ran the same graph, so the same parameters have gradients, in the same order.
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        tensors = grads + self.statistics
+        return [p.grad for group in optimizer.param_groups for p in group["params"]
+                if p.grad is not None and id(p) not in self.exclude]
+
+    def average(self, tensors: Sequence[torch.Tensor]) -> None:
+        """In place: each tensor ← Σ over ranks of ``weight`` × it (one flat all-reduce, float32)."""
         if not tensors or not active():
             return
         flat = torch.cat([t.detach().reshape(-1).float() for t in tensors]).mul_(self.weight)
