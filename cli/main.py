@@ -78,6 +78,9 @@ def cli(ctx: click.Context, debug: bool, dist_timeout: float) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several ranks
         from qcompile import distributed
 
+        note = distributed.split_threads()  # before any parallel work picks its thread count
+        if note and os.environ.get("RANK", "0") == "0":
+            click.echo(note, err=True)
         distributed.setup(dist_timeout)
         ctx.call_on_close(distributed.teardown)
 

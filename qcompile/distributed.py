@@ -74,6 +74,29 @@ def setup(timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     return True
 
 
+def split_threads() -> str | None:
+    """CPU ranks share a node's cores: with ``OMP_NUM_THREADS`` unset, torch's threads per rank become
+    cores // ranks on this node (at least 1). Returns a note for the user, or None when nothing is to say.
+
+    ``torchrun --nproc-per-node N`` (N > 1) itself sets ``OMP_NUM_THREADS=1`` when it is unset, before the
+    ranks start, so they cannot tell its default from a user's choice: then the threads are left alone
+    and the note says how many cores stay idle."""
+    if torch.cuda.is_available():
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    fair = max(1, cores // local)
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(fair)
+        os.environ["OMP_NUM_THREADS"] = str(fair)  # for any process a rank starts
+        return f"OMP_NUM_THREADS unset: {fair} thread(s) per rank ({cores} cores, {local} rank(s) on this node)"
+    threads = torch.get_num_threads()
+    if threads * local < cores:
+        return (f"{threads} thread(s) per rank use {threads * local} of {cores} cores (torchrun sets "
+                f"OMP_NUM_THREADS=1 when it is unset): launch with OMP_NUM_THREADS={fair} to use them all")
+    return None
+
+
 def teardown() -> None:
     """Leave the process group (harmless when none was joined)."""
     if dist.is_available() and dist.is_initialized():

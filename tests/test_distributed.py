@@ -129,3 +129,26 @@ def test_torchrun_compile_writes_one_run_dir_and_one_json_document(tmp_path):
     assert summary["training"]["steps"] == 4
     assert summary["parity"]["max_abs_diff"] <= 1e-4  # the export matches the model rank 0 trained
     assert (tmp_path / "m.onnx").is_file() and (tmp_path / "run" / "checkpoints" / "checkpoint.pt").is_file()
+
+
+def test_cpu_ranks_split_the_cores_when_omp_num_threads_is_unset(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        assert distributed.split_threads() == "OMP_NUM_THREADS unset: 5 thread(s) per rank (16 cores, 3 rank(s) " \
+                                              "on this node)"
+        assert torch.get_num_threads() == 5 and os.environ["OMP_NUM_THREADS"] == "5"
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's default is left alone, with a note
+        torch.set_num_threads(1)
+        assert "use 3 of 16 cores" in distributed.split_threads() and torch.get_num_threads() == 1
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+        assert distributed.split_threads() is None
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "40")  # more ranks than cores: still one thread each
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        distributed.split_threads()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -96,3 +96,4 @@ def test_codec_training_on_two_ranks_writes_one_finished_run(runs):
     assert ranks[0]["codec"]["written"]["finished"] and ranks[0]["codec"]["written"]["steps"] == 3
     assert all(torch.isfinite(t).all() for t in ranks[0]["codec"]["model"].values() if t.is_floating_point())
     assert (two / "codec" / "checkpoint.pt").is_file() or any((two / "codec").glob("**/checkpoint.pt"))
+

@@ -46,13 +46,13 @@ from torch import nn
 
 from qcompile import distributed
 from qcompile.errors import ConfigError
-from qcompile.modes import preserved_modes
 from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
 from qcompile.train.batches import Batches, check_dataset
 from qcompile.train.code_flips import Snapshot, annotate_epoch, code_snapshot
 from qcompile.train.config import TrainConfig, resolve_device
 from qcompile.train.data_parallel import data_parallel
+from qcompile.train.evaluation import evaluate
 from qcompile.train.divergence import diverged, first_non_finite
 from qcompile.train.objective import LabelsChecked, make_objective
 from qcompile.train.progress import make_progress
@@ -111,25 +111,6 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     mixed = np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1, dtype=np.uint64)[0]
     generator = torch.Generator().manual_seed(int(mixed))
     return torch.randperm(n, generator=generator).numpy()
-
-
-def evaluate(model: nn.Module, dataset: Any, batch_size: int = 256, device: str | torch.device | None = None,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-             task: Task | str | None = None) -> dict[str, float]:
-    """The task's evaluation summary on ``dataset``, in eval mode under no_grad — for classification
-    ``{"acc": accuracy in [0, 1], "loss": mean cross-entropy}``.
-
-    Every submodule's train/eval mode is restored afterwards, so a deliberately frozen
-    BatchNorm inside a training model stays frozen.
-    """
-    device = torch.device(device) if device is not None else _model_device(model)
-    batches = Batches(dataset, batch_size, device, mean, std, task)
-    sums: dict[str, float] = {}
-    with preserved_modes(model, train=False), torch.no_grad():
-        for inputs, targets in batches.in_order():
-            for key, value in batches.task.evaluation_sums(model(inputs), targets).items():
-                sums[key] = sums.get(key, 0) + value
-    return batches.task.summarise(sums, len(batches.y))
 
 
 @dataclass
@@ -396,9 +377,3 @@ def _check_arguments(
         raise ConfigError(
             f"{what} needs a checkpoint_dir", hint="pass checkpoint_dir=<a directory for checkpoint.pt>"
         )
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
