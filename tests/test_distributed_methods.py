@@ -97,3 +97,25 @@ def test_codec_training_on_two_ranks_writes_one_finished_run(runs):
     assert all(torch.isfinite(t).all() for t in ranks[0]["codec"]["model"].values() if t.is_floating_point())
     assert (two / "codec" / "checkpoint.pt").is_file() or any((two / "codec").glob("**/checkpoint.pt"))
 
+
+
+def test_torchrun_synthesize_writes_one_pool_and_one_json_document(tmp_path):
+    """`torchrun -m qcompile synthesize` on 2 ranks: rank 0 gathers the batches and alone writes the pool."""
+    import json
+    import subprocess
+    import sys
+
+    from test_cli import MODEL_SOURCE
+    from test_distributed import ENV
+
+    (tmp_path / "net.py").write_text(MODEL_SOURCE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "qcompile",
+           "synthesize", "net.py:build", "--input-shape", "1,1,8,8", "--images", "12", "--batch-size", "4",
+           "--steps", "2", "--out", "pool.npz", "--json"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=ENV, timeout=180, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout)  # exactly one document: rank 1 printed nothing
+    assert summary["images"] == 12 and [b["batch"] for b in summary["batches"]] == [0, 1, 2]
+    with np.load(tmp_path / "pool.npz") as pool:
+        assert pool["images"].shape[0] == 12
+    assert not (tmp_path / "pool.npz.partial.npz").exists()  # rank 0 removed its checkpoint once the pool was written
