@@ -66,7 +66,8 @@ def train(arm: str, weights: str, seed: int, work: Path, quick: bool) -> dict:
     summary = json.loads(done.stdout)
     epoch = summary["training"]["history"][-1] if summary["training"]["history"] else {}
     return {"arm": arm, "seed": seed, "load_before": load, "wall_seconds": time.perf_counter() - started,
-            "steps": summary["training"]["steps"], "epoch_seconds": epoch.get("seconds", summary["training"]["seconds"]),
+            "steps": summary["training"]["steps"],
+            "epoch_seconds": epoch.get("seconds", summary["training"]["seconds"]),
             "test_acc": summary["accuracy"]["quantized_torch"], "ort_max_abs_diff": summary["parity"]["max_abs_diff"]}
 
 
@@ -167,7 +168,8 @@ def main() -> None:
             runs += [pair[arm] for arm in ARMS]
             print(f"seed {seed}: " + ", ".join(f"{a} {r['epoch_seconds']:.1f}s acc {r['test_acc']:.4f}"
                                                for a, r in pair.items()), file=sys.stderr)
-    summary = {"ratios": {arm: [round(r["ratio"], 3) for r in runs if r["arm"] == arm] for arm in ARMS if arm != SINGLE},
+    summary = {"ratios": {arm: [round(r["ratio"], 3) for r in runs if r["arm"] == arm]
+                          for arm in ARMS if arm != SINGLE},
                "acc": {arm: [round(r["test_acc"], 4) for r in runs if r["arm"] == arm] for arm in ARMS}}
     summary["median_ratio"] = {arm: common.median(v) for arm, v in summary["ratios"].items()}
     payload = {"float": info, "torch_threads_per_process": 1, "runs": runs, "summary": summary,

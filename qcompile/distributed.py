@@ -10,12 +10,12 @@ Why it looks like this:
   fail with an error after that long instead of hanging forever; torchrun then ends the job, and
   the failing rank's own error is what it reports.
 - Gradients are averaged by an explicit all-reduce (:class:`GradientAverager`: an optimizer step
-  pre-hook, or called by a strategy with its own update, such as MetaQuant's) rather than by wrapping
-  the model in ``DistributedDataParallel``: the step belongs to a strategy that holds the fx GraphModule
-  itself (its state_dict keys, its quantizer modules) and may need more than parameter gradients shared,
-  and weighting each rank by its sample count keeps the averaged gradient equal to the full global
-  batch's even when the last batch splits unevenly. The cost: no overlap of communication with the
-  backward pass (DDP's buckets) — one flat all-reduce per step.
+  pre-hook, or called by a strategy with its own update, e.g. one training a meta-network) rather
+  than by wrapping the model in ``DistributedDataParallel``: the step belongs to a strategy that holds
+  the fx GraphModule itself (its state_dict keys, its quantizer modules) and may need more than
+  parameter gradients shared, and weighting each rank by its sample count keeps the averaged gradient
+  equal to the full global batch's even when the last batch splits unevenly. The cost: no overlap of
+  communication with the backward pass (DDP's buckets) — one flat all-reduce per step.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One rank of the data-parallel method tests (tests/test_distributed_methods.py), started by torch.distributed.run.
 
-``python ddp_methods_worker.py OUT_DIR CODEC_MODEL_FILE PHOTOS`` — also run as a single process, which gives the references.
-One launch runs every loop a method adds, each tiny, and saves what each rank ends with in
+``python ddp_methods_worker.py OUT_DIR CODEC_MODEL_FILE PHOTOS`` — also run as a single process, which gives
+the references. One launch runs every loop a method adds, each tiny, and saves what each rank ends with in
 ``OUT_DIR/rank{r}.pt``:
 
 - ``metaquant``: 4 MetaQuant steps (LSTMFC meta-net, global batches of 5 split 3 + 2): the weights, φ, the

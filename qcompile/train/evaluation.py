@@ -1,9 +1,9 @@
 """Evaluation: a task's summary of a model on a dataset, in eval mode.
 
 Under several ranks every rank scores the whole dataset (the loop's test set included) rather than a part of
-it: a model may keep state from evaluation — DynaDFQ's selector counts the widths its evaluations choose, and
-its static export reads those counts — so scoring parts would leave the ranks, and rank 0's checkpoint, with
-different models. The price is the whole test pass on every rank.
+it: a model may keep state from evaluation — a per-image bit-width selector may count the widths its
+evaluations choose, for an export to read — so scoring parts would leave the ranks, and rank 0's
+checkpoint, with different models. The price is the whole test pass on every rank.
 """
 
 from __future__ import annotations
