@@ -5,7 +5,8 @@ the references. One launch runs every loop a method adds, each tiny, and saves w
 ``OUT_DIR/rank{r}.pt``:
 
 - ``metaquant``: 4 MetaQuant steps (LSTMFC meta-net, global batches of 5 split 3 + 2): the weights, φ, the
-  per-weight state (g_Ŵ, W̃, LSTM state) and the step records;
+  per-weight state (g_Ŵ, W̃, LSTM state) and the step records; the single process also stops a run after
+  step 2 (``OUT_DIR/metaquant-checkpoint``), which the ranks finish (``metaquant_resumed``);
 - ``synthesis``: a pool of 4 batches, resumed from ``OUT_DIR/pool.partial.npz`` when that file exists (the
   single process writes it by stopping after batch 1) — the pool's images and the checkpoint's batch count;
 - ``dynadfq``: dynamic-width DynaDFQ (selector and nested widths) trained 2 steps on that pool: its weights;
@@ -29,7 +30,8 @@ from qcompile.synthesis.progress import NullSynthesisProgress
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import tiny_data  # noqa: E402
 
-def metaquant() -> dict:
+
+def metaquant(checkpoint: Path | None = None, max_steps: int | None = None, resume: bool = False) -> dict:
     from qcompile.methods.metaquant import MetaQuantizer, MetaQuantOptions, MetaQuantStep
     from qcompile.quantized_ops import quantize_module
     from qcompile.quantizers import DoReFaQuantizer
@@ -39,12 +41,15 @@ def metaquant() -> dict:
     model = nn.Sequential(quantize_module(nn.Linear(4, 8), MetaQuantizer(DoReFaQuantizer(2))), nn.ReLU(),
                           quantize_module(nn.Linear(8, 3), MetaQuantizer(DoReFaQuantizer(2))))
     step = MetaQuantStep(MetaQuantOptions(meta="lstmfc", hidden=4))
-    config = TrainConfig(epochs=2, batch_size=5, lr=0.1, momentum=0.9, device="cpu", seed=3)
-    result = finetune(model, tiny_data(), config=config, strategy=step, progress=False)
+    config = TrainConfig(epochs=2, batch_size=5, lr=0.1, momentum=0.9, device="cpu", seed=3, max_steps=max_steps,
+                         checkpoint_every=1 if checkpoint else 0)
+    taken = []
+    result = finetune(model, tiny_data(), config=config, strategy=step, progress=False, checkpoint_dir=checkpoint,
+                      resume=resume, callbacks=[lambda event, state: taken.append(event == "step_end")])
     layers = {name: (q.grad_hat.clone(), q.w_tilde.clone(), tuple(t.clone() for t in step.lstm_state[name]))
               for name, _, q in step.layers}
     return {"model": model.state_dict(), "phi": step.meta_net.state_dict(), "layers": layers,
-            "records": result.step_records, "steps": result.steps}
+            "records": result.step_records, "steps": result.steps, "steps_taken_here": sum(taken)}
 
 
 class StopAfterFirstBatch(NullSynthesisProgress):
@@ -106,6 +111,10 @@ def codec(out: Path, model_file: Path, photos: Path) -> dict:
 def main(out: Path, codec_model: Path, photos: Path) -> None:
     distributed.setup(timeout_s=60)
     results = {"world": distributed.world_size(), "metaquant": metaquant()}
+    if distributed.world_size() == 1:  # stopped after step 2: the checkpoint the ranks resume from
+        metaquant(out / "metaquant-checkpoint", max_steps=2)
+    else:
+        results["metaquant_resumed"] = metaquant(out / "metaquant-checkpoint", resume=True)
     results["synthesis"], pool_path = synthesis(out)
     results["dynadfq"] = dynadfq(pool_path)
     results["codec"] = codec(out, codec_model, photos)

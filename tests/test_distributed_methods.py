@@ -36,6 +36,7 @@ def runs(tmp_path_factory):
     args = (str(root / "tiny_codec.py"), str(photos))
     single(str(one), *args, worker=WORKER)
     shutil.copy(one / "pool.interrupted.npz", two / "pool.partial.npz")  # one process stopped after batch 1
+    shutil.copytree(one / "metaquant-checkpoint", two / "metaquant-checkpoint")  # ... and after MetaQuant's step 2
     two_ranks(str(two), *args, worker=WORKER)
     reference = torch.load(one / "rank0.pt", weights_only=False)
     ranks = [torch.load(two / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
@@ -65,6 +66,11 @@ def test_metaquant_phi_and_per_weight_state_agree_across_ranks_and_with_one_proc
         assert_same(mq[0][key], mq[1][key])
         assert_same(mq[0][key], reference["metaquant"][key], atol=1e-5, rtol=1e-4)  # ... and the full batch's
     assert reference["metaquant"]["phi"]  # φ exists and was trained (it moved from the seed's init)
+    for r in ranks:  # stopped by one process after step 2, finished by two ranks: the uninterrupted run's state
+        resumed = r["metaquant_resumed"]
+        assert resumed["steps"] == 4 and resumed["steps_taken_here"] == 2
+        for key in ("model", "phi", "layers"):
+            assert_same(resumed[key], reference["metaquant"][key], atol=1e-5, rtol=1e-4)
     for name in ("meta_loss", "meta_grad_norm"):  # the global batch's values, not rank 0's
         got = [r.get(name) for r in mq[0]["records"]]
         assert got == pytest.approx([r.get(name) for r in reference["metaquant"]["records"]], rel=1e-4)
