@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,18 +85,40 @@ def split_threads() -> str | None:
     and the note says how many cores stay idle."""
     if torch.cuda.is_available():
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    cores, local = _cores(), max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     fair = max(1, cores // local)
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(fair)
         os.environ["OMP_NUM_THREADS"] = str(fair)  # for any process a rank starts
         return f"OMP_NUM_THREADS unset: {fair} thread(s) per rank ({cores} cores, {local} rank(s) on this node)"
     threads = torch.get_num_threads()
-    if threads * local < cores:
+    if threads < fair:
         return (f"{threads} thread(s) per rank use {threads * local} of {cores} cores (torchrun sets "
-                f"OMP_NUM_THREADS=1 when it is unset): launch with OMP_NUM_THREADS={fair} to use them all")
+                f"OMP_NUM_THREADS=1 when it is unset): launch with OMP_NUM_THREADS={fair}, or with "
+                f"qcompile --nproc {local}, to use them all")
     return None
+
+
+def launch_command(nproc: int, argv: Sequence[str]) -> tuple[list[str], dict[str, str], str | None]:
+    """``qcompile --nproc N ARGS``: the torchrun command that runs ``qcompile ARGS`` on N local ranks, its
+    environment, and a note. Unlike plain torchrun (whose default is 1 thread per rank), an unset
+    ``OMP_NUM_THREADS`` becomes cores // N on CPU, decided here where "unset" can still be seen."""
+    if launched():
+        raise ConfigError("--nproc was given to a process torchrun already started",
+                          hint="drop --nproc: torchrun's --nproc-per-node already set the number of ranks")
+    env, note = dict(os.environ), None
+    if "OMP_NUM_THREADS" not in env and not torch.cuda.is_available():
+        fair = max(1, _cores() // nproc)
+        env["OMP_NUM_THREADS"] = str(fair)
+        note = f"OMP_NUM_THREADS unset: {fair} thread(s) per rank ({_cores()} cores, {nproc} ranks)"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "qcompile", *argv]
+    return command, env, note
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def teardown() -> None:

@@ -152,3 +152,19 @@ def test_cpu_ranks_split_the_cores_when_omp_num_threads_is_unset(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_nproc_launches_torchrun_with_the_cores_split_when_omp_num_threads_is_unset(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    command, env, note = distributed.launch_command(3, ["compile", "m.py:build"])
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3", "-m", "qcompile",
+                           "compile", "m.py:build"]
+    assert env["OMP_NUM_THREADS"] == "5" and note == "OMP_NUM_THREADS unset: 5 thread(s) per rank (16 cores, 3 ranks)"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice is kept
+    assert distributed.launch_command(3, [])[1:] == ({**os.environ}, None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="torchrun already started"):
+        distributed.launch_command(2, [])

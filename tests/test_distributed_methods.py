@@ -105,9 +105,11 @@ def test_codec_training_on_two_ranks_writes_one_finished_run(runs):
 
 
 
-def test_torchrun_synthesize_writes_one_pool_and_one_json_document(tmp_path):
-    """`torchrun -m qcompile synthesize` on 2 ranks: rank 0 gathers the batches and alone writes the pool."""
+def test_nproc_2_synthesize_writes_one_pool_and_one_json_document(tmp_path):
+    """`qcompile --nproc 2 synthesize` (torchrun underneath): the cores split, as OMP_NUM_THREADS is unset; rank 0
+    gathers the batches and alone writes the pool."""
     import json
+    import re
     import subprocess
     import sys
 
@@ -115,11 +117,12 @@ def test_torchrun_synthesize_writes_one_pool_and_one_json_document(tmp_path):
     from test_distributed import ENV
 
     (tmp_path / "net.py").write_text(MODEL_SOURCE)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "qcompile",
-           "synthesize", "net.py:build", "--input-shape", "1,1,8,8", "--images", "12", "--batch-size", "4",
-           "--steps", "2", "--out", "pool.npz", "--json"]
-    done = subprocess.run(cmd, cwd=tmp_path, env=ENV, timeout=180, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "qcompile", "--nproc", "2", "synthesize", "net.py:build", "--input-shape", "1,1,8,8",
+           "--images", "12", "--batch-size", "4", "--steps", "2", "--out", "pool.npz", "--json"]
+    env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, timeout=180, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"OMP_NUM_THREADS unset: \d+ thread\(s\) per rank \(\d+ cores, 2 ranks\)", done.stderr)
     summary = json.loads(done.stdout)  # exactly one document: rank 1 printed nothing
     assert summary["images"] == 12 and [b["batch"] for b in summary["batches"]] == [0, 1, 2]
     with np.load(tmp_path / "pool.npz") as pool:
