@@ -36,7 +36,8 @@ class QCompileGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         # An option's value can be refused while click parses it, before the command has read --json.
-        json_requested = "--json" in [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        ctx.meta["qcompile.argv"] = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # the command and its args
+        json_requested = "--json" in ctx.meta["qcompile.argv"]
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -55,8 +56,11 @@ class QCompileGroup(click.Group):
 @click.option("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
               metavar="SECONDS", help="Under torchrun: how long a collective waits for the other ranks before the job "
               "fails with an error (a dead rank must not hang the others).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Run the command data-parallel on N local processes (torchrun --standalone --nproc-per-node N); "
+              "on CPU an unset OMP_NUM_THREADS becomes cores / N.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, dist_timeout: float) -> None:
+def cli(ctx: click.Context, debug: bool, dist_timeout: float, nproc: int) -> None:
     """qcompile: trace a PyTorch model, quantize it, finetune, export packed low-bit ONNX, run it.
 
     \b
@@ -75,15 +79,33 @@ def cli(ctx: click.Context, debug: bool, dist_timeout: float) -> None:
     Every command takes --json (one JSON document on stdout) and --help.
     """
     ctx.obj = CliState(debug=debug)
+    argv = ctx.meta.get("qcompile.argv", [])
+    if nproc > 1 and not {"--help", "-h"} & set(argv):  # help is read here, not on N ranks
+        ctx.exit(launch(nproc, [*(["--debug"] if debug else []), "--dist-timeout", str(dist_timeout), *argv]))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several ranks
         from qcompile import distributed
 
+        note = distributed.split_threads()  # before any parallel work picks its thread count
+        if note and os.environ.get("RANK", "0") == "0":
+            click.echo(note, err=True)
         distributed.setup(dist_timeout)
         ctx.call_on_close(distributed.teardown)
 
 
 for command in (demo, inspect, synthesize, compile_command, finetune, export, run, bench, report, codec_group()):
     cli.add_command(command)
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """``qcompile --nproc N ARGS``: run ``qcompile ARGS`` under torchrun on N local ranks; its exit code."""
+    import subprocess
+
+    from qcompile import distributed
+
+    command, env, note = distributed.launch_command(nproc, argv)
+    if note:
+        click.echo(note, err=True)
+    return subprocess.run(command, env=env).returncode
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,19 +9,22 @@ Why it looks like this:
 - Every collective has a timeout (``--dist-timeout``): a rank that died or raised makes the others
   fail with an error after that long instead of hanging forever; torchrun then ends the job, and
   the failing rank's own error is what it reports.
-- Gradients are averaged by an explicit all-reduce run just before ``optimizer.step`` (an optimizer
-  step pre-hook, :func:`average_gradients_before_step`) rather than by wrapping the model in
-  ``DistributedDataParallel``: the step belongs to a strategy that holds the fx GraphModule itself
-  (its state_dict keys, its quantizer modules), and weighting each rank by its sample count keeps the
-  averaged gradient equal to the full global batch's even when the last batch splits unevenly. The cost:
-  no overlap of communication with the backward pass (DDP's buckets) — one flat all-reduce per step.
+- Gradients are averaged by an explicit all-reduce (:class:`GradientAverager`: an optimizer step
+  pre-hook, or called by a strategy with its own update, e.g. one training a meta-network) rather
+  than by wrapping the model in ``DistributedDataParallel``: the step belongs to a strategy that holds
+  the fx GraphModule itself (its state_dict keys, its quantizer modules) and may need more than
+  parameter gradients shared, and weighting each rank by its sample count keeps the averaged gradient
+  equal to the full global batch's even when the last batch splits unevenly. The cost: no overlap of
+  communication with the backward pass (DDP's buckets) — one flat all-reduce per step.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +76,51 @@ def setup(timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     return True
 
 
+def split_threads() -> str | None:
+    """CPU ranks share a node's cores: with ``OMP_NUM_THREADS`` unset, torch's threads per rank become
+    cores // ranks on this node (at least 1). Returns a note for the user, or None when nothing is to say.
+
+    ``torchrun --nproc-per-node N`` (N > 1) itself sets ``OMP_NUM_THREADS=1`` when it is unset, before the
+    ranks start, so they cannot tell its default from a user's choice: then the threads are left alone
+    and the note says how many cores stay idle."""
+    if torch.cuda.is_available():
+        return None
+    cores, local = _cores(), max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    fair = max(1, cores // local)
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(fair)
+        os.environ["OMP_NUM_THREADS"] = str(fair)  # for any process a rank starts
+        return f"OMP_NUM_THREADS unset: {fair} thread(s) per rank ({cores} cores, {local} rank(s) on this node)"
+    threads = torch.get_num_threads()
+    if threads < fair:
+        return (f"{threads} thread(s) per rank use {threads * local} of {cores} cores (torchrun sets "
+                f"OMP_NUM_THREADS=1 when it is unset): launch with OMP_NUM_THREADS={fair}, or with "
+                f"qcompile --nproc {local}, to use them all")
+    return None
+
+
+def launch_command(nproc: int, argv: Sequence[str]) -> tuple[list[str], dict[str, str], str | None]:
+    """``qcompile --nproc N ARGS``: the torchrun command that runs ``qcompile ARGS`` on N local ranks, its
+    environment, and a note. Unlike plain torchrun (whose default is 1 thread per rank), an unset
+    ``OMP_NUM_THREADS`` becomes cores // N on CPU, decided here where "unset" can still be seen."""
+    if launched():
+        raise ConfigError("--nproc was given to a process torchrun already started",
+                          hint="drop --nproc: torchrun's --nproc-per-node already set the number of ranks")
+    env, note = dict(os.environ), None
+    if "OMP_NUM_THREADS" not in env and not torch.cuda.is_available():
+        fair = max(1, _cores() // nproc)
+        env["OMP_NUM_THREADS"] = str(fair)
+        note = f"OMP_NUM_THREADS unset: {fair} thread(s) per rank ({_cores()} cores, {nproc} ranks)"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "qcompile", *argv]
+    return command, env, note
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def teardown() -> None:
     """Leave the process group (harmless when none was joined)."""
     if dist.is_available() and dist.is_initialized():
@@ -117,36 +165,64 @@ def sum_values(values: Sequence[float]) -> list[float]:
     return t.tolist()
 
 
+def gather(value: Any) -> list[Any]:
+    """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+    if not active():
+        return [value]
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has checked or written a file the others then read)."""
+    if active():
+        dist.barrier()
+
+
 def reduce_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(min of the ranks' ``lo``, max of the ranks' ``hi``): one observed batch's range over all ranks."""
+    """(min of the ranks' ``lo``, max of the ranks' ``hi``): one observed batch's range over all ranks.
+
+    One all-reduce, not two (it runs at every observer on every step): the max of (−lo, hi); negation is exact."""
     if not active():
         return lo, hi
-    lo, hi = lo.detach().clone().to(_device()), hi.detach().clone().to(_device())
-    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-    return lo, hi
+    both = torch.stack([-lo.detach(), hi.detach()]).to(_device())
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return -both[0], both[1]
 
 
 class GradientAverager:
-    """Hooked onto ``optimizer.step``: first replaces each gradient by the global batch's — the sum over
-    ranks of ``weight`` × the local one, ``weight`` being this rank's samples / the global batch's (the
-    loop sets it before each step). Losses are means over a batch, so this is the full-batch gradient.
+    """Makes every rank's gradients the global batch's: each is replaced by the sum over ranks of
+    ``weight`` × the local one, ``weight`` being this rank's samples / the global batch's (the loop sets
+    it before each step). Losses are means over a batch, so this is the full-batch gradient.
+
+    Given an ``optimizer``, it runs as that optimizer's step pre-hook on every gradient the step will use
+    (all but ``exclude``, parameters whose gradients are the same on every rank by construction);
+    a strategy with its own update calls :meth:`average` on what it needs instead.
 
     BatchNorm running statistics get the same weighted average, so every rank keeps the same ones (DDP
     would instead copy rank 0's): the running mean is then the global batch's exactly; the running
     variance is the mean of the ranks' variances, which omits the spread between the ranks' means.
     Normalisation inside a training step still uses each rank's own batch statistics."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                 exclude: Sequence[torch.Tensor] = ()):
         self.weight = 1.0 / world_size()
         self.statistics = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                            for b in (m.running_mean, m.running_var) if b is not None]
-        self.handle = optimizer.register_step_pre_hook(self._reduce)
+        self.exclude = {id(p) for p in exclude}
+        if optimizer is not None:
+            self.handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: self.average(
+                self.gradients(opt) + self.statistics))
 
-    def _reduce(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    def gradients(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        """The gradients ``optimizer`` would step with, in its (rank-independent) parameter order."""
         # Every rank ran the same graph, so the same parameters have gradients, in the same order.
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        tensors = grads + self.statistics
+        return [p.grad for group in optimizer.param_groups for p in group["params"]
+                if p.grad is not None and id(p) not in self.exclude]
+
+    def average(self, tensors: Sequence[torch.Tensor]) -> None:
+        """In place: each tensor ← Σ over ranks of ``weight`` × it (one flat all-reduce, float32)."""
         if not tensors or not active():
             return
         flat = torch.cat([t.detach().reshape(-1).float() for t in tensors]).mul_(self.weight)

@@ -20,12 +20,12 @@ WORKER = str(Path(__file__).with_name("ddp_worker.py"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def single(*args: str) -> None:
-    subprocess.run([sys.executable, WORKER, *args], check=True, env=ENV, timeout=120)
+def single(*args: str, worker: str = WORKER) -> None:
+    subprocess.run([sys.executable, worker, *args], check=True, env=ENV, timeout=120)
 
 
-def two_ranks(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", WORKER, *args]
+def two_ranks(*args: str, check: bool = True, worker: str = WORKER) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", worker, *args]
     done = subprocess.run(cmd, env=ENV, timeout=120, capture_output=True, text=True)
     if check and done.returncode != 0:
         raise AssertionError(done.stdout + done.stderr)
@@ -99,15 +99,18 @@ def test_loops_not_yet_data_parallel_are_refused_under_torchrun(monkeypatch):
         distributed.refuse("the codec's rate-distortion training")
 
 
-def test_a_strategy_with_its_own_update_is_refused_under_several_ranks(monkeypatch):
-    from qcompile.methods.metaquant.step import MetaQuantStep
-    from qcompile.train.loop import _data_parallel
+def test_a_strategy_that_does_not_say_how_to_share_its_update_is_refused(monkeypatch):
+    from qcompile.train.data_parallel import data_parallel
+    from qcompile.train.strategy import StepStrategy
+
+    class OwnUpdate(StepStrategy):  # the contract's abstract methods, nothing for several ranks
+        setup = step = state_dict = load_state_dict = lr = None
 
     monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    step = MetaQuantStep.__new__(MetaQuantStep)  # refused before it is set up
-    with pytest.raises(ConfigError, match="MetaQuantStep training step does not run data-parallel yet"):
-        _data_parallel(torch.nn.Linear(2, 2), step, 10, 4)
+    with pytest.raises(ConfigError, match="OwnUpdate training step does not run data-parallel yet"):
+        data_parallel(torch.nn.Linear(2, 2), OwnUpdate(), 10, 4, seed=0, global_step=0)
 
 
 def test_torchrun_compile_writes_one_run_dir_and_one_json_document(tmp_path):
@@ -126,3 +129,42 @@ def test_torchrun_compile_writes_one_run_dir_and_one_json_document(tmp_path):
     assert summary["training"]["steps"] == 4
     assert summary["parity"]["max_abs_diff"] <= 1e-4  # the export matches the model rank 0 trained
     assert (tmp_path / "m.onnx").is_file() and (tmp_path / "run" / "checkpoints" / "checkpoint.pt").is_file()
+
+
+def test_cpu_ranks_split_the_cores_when_omp_num_threads_is_unset(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        assert distributed.split_threads() == "OMP_NUM_THREADS unset: 5 thread(s) per rank (16 cores, 3 rank(s) " \
+                                              "on this node)"
+        assert torch.get_num_threads() == 5 and os.environ["OMP_NUM_THREADS"] == "5"
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's default is left alone, with a note
+        torch.set_num_threads(1)
+        assert "use 3 of 16 cores" in distributed.split_threads() and torch.get_num_threads() == 1
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+        assert distributed.split_threads() is None
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "40")  # more ranks than cores: still one thread each
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        distributed.split_threads()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_nproc_launches_torchrun_with_the_cores_split_when_omp_num_threads_is_unset(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    command, env, note = distributed.launch_command(3, ["compile", "m.py:build"])
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3", "-m", "qcompile",
+                           "compile", "m.py:build"]
+    assert env["OMP_NUM_THREADS"] == "5" and note == "OMP_NUM_THREADS unset: 5 thread(s) per rank (16 cores, 3 ranks)"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice is kept
+    assert distributed.launch_command(3, [])[1:] == ({**os.environ}, None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="torchrun already started"):
+        distributed.launch_command(2, [])

@@ -97,7 +97,7 @@ def train(out: Output, model: str, lmbda: float, quantization: str, steps: int, 
                               batch_size=batch_size, crop=crop, lr=lr, alpha_end=alpha_end, data=str(data),
                               holdout=holdout, seed=seed, device=device, init=None if init is None else str(init))
     document = train_codec(config, out_dir, resume=resume, progress=out.progress, log=out.log)
-    if do_export and document["finished"]:
+    if do_export and document["finished"] and not out.quiet:  # under torchrun the export is rank 0's
         document["bundles"] = export_run(out_dir, ARMS[quantization], kodak, out.log)
     document.pop("history", None)
     return Result({"run_dir": str(out_dir), **document}, render_codec)

@@ -111,6 +111,8 @@ def synthesize(out: Output, source: dict[str, Any], images: int, out_path: Path,
                           leaf_modules=tuple(source["leaf_modules"]), progress=progress, checkpoint=checkpoint,
                           resume=resume, provenance={"model": source["model"], "weights": source["weights"],
                                                      "normalization": normalization.to_dict()})
+    if out.quiet:  # under torchrun every rank holds the pool; rank 0 writes it
+        return Result({}, render_synthesize)
     size = save_pool(pool, out_path)
     checkpoint.unlink(missing_ok=True)
     if preview is not None:

@@ -10,6 +10,11 @@ over the first ``alpha_ramp`` of the steps and holds it there (uq.md §1.4: star
 The run directory holds ``checkpoint.pt`` (the loop's), ``codec.json`` (settings, history, the
 held-out and Kodak estimates) and ``model.pt`` (the final state dict, what ``qcompile codec export``
 reads).
+
+Data-parallel under torchrun: every rank draws the same crops (from the seed) and the loop trains each on
+its shard of every global batch of ``batch_size`` crops, with gradients averaged (:mod:`qcompile.train.loop`)
+and the training noise drawn per rank; rank 0 alone writes the run directory. ``--resume`` continues the
+loop's checkpoint under any number of ranks.
 """
 
 from __future__ import annotations
@@ -106,10 +111,9 @@ def train_codec(config: CodecTrainConfig, out_dir: str | Path, resume: bool = Fa
     from qcompile import distributed
     from qcompile.train import TrainConfig, finetune
 
-    distributed.refuse("the codec's rate-distortion training")
-
     out_dir = Path(out_dir)
     _check_run_dir(out_dir, config, resume)
+    distributed.barrier()  # every rank has checked the run directory before rank 0 writes into it
     started = time.perf_counter()
     gm = build_codec(config)
     if config.init is not None:
@@ -130,11 +134,14 @@ def train_codec(config: CodecTrainConfig, out_dir: str | Path, resume: bool = Fa
                        max_steps=config.steps)
     callbacks = [AlphaSchedule(config)] if config.quantization == "uq-sr" else []
     task = Codec(config.lmbda)
-    _write_json(out_dir / RUN_FILE, {"config": dataclasses.asdict(config), "finished": False})
-    result = finetune(gm, train, test, loop, checkpoint_dir=out_dir, resume=resume, progress=progress,
+    main = distributed.is_main()
+    if main:
+        _write_json(out_dir / RUN_FILE, {"config": dataclasses.asdict(config), "finished": False})
+    result = finetune(gm, train, test, loop, checkpoint_dir=out_dir, resume=resume, progress=progress and main,
                       callbacks=callbacks, task=task)
     gm.cpu().eval()
-    atomic_write(out_dir / MODEL_FILE, lambda f: torch.save(gm.state_dict(), f))
+    if main:
+        atomic_write(out_dir / MODEL_FILE, lambda f: torch.save(gm.state_dict(), f))
     document = {
         "config": dataclasses.asdict(config), "finished": result.steps >= config.steps, "steps": result.steps,
         "seconds": result.seconds, "wall_seconds": time.perf_counter() - started,
@@ -142,7 +149,9 @@ def train_codec(config: CodecTrainConfig, out_dir: str | Path, resume: bool = Fa
         "history": result.history, "held_out_crops": result.final_test,
         "alpha": float(bottleneck_of(gm).alpha), "parameters": sum(p.numel() for p in gm.parameters()),
     }
-    _write_json(out_dir / RUN_FILE, document)
+    if main:
+        _write_json(out_dir / RUN_FILE, document)
+    distributed.barrier()  # the run directory is complete when train_codec returns, on every rank
     return document
 
 

@@ -10,6 +10,14 @@ plateaus of L. The labels y of the whole pool are drawn first, from the seed, an
 its own seed (``seed + 1 + b``), so a resumed run gives the images an uninterrupted run gives. After each
 batch the finished images are checkpointed (atomically) to ``checkpoint``; ``resume=True`` continues from
 there after checking that the model, options and normalisation are the ones it was started with.
+
+Data-parallel (under torchrun): the batches are dealt out in rounds, batch ``b`` to rank ``b mod world``,
+each optimised whole on its rank from its own seed — distinct across ranks, derived from the global seed as
+above. So the BN-statistics loss of a batch is computed from that batch's own statistics, exactly the
+per-batch loss of the method (and of one process): no statistics cross ranks. After each round the
+finished batches are gathered on every rank, in batch order, and rank 0 alone writes the checkpoint. The
+pool is therefore the one a single process makes, for any number of ranks, and a checkpoint resumes under
+any world size. With fewer batches than ranks some ranks idle: use batches of ``images / ranks`` or fewer.
 """
 
 from __future__ import annotations
@@ -72,7 +80,6 @@ def synthesize(model: nn.Module, input_shape: tuple[int, ...], config: Synthesis
 
     ``input_shape`` is one sample's shape (C, H, W); ``mean``/``std`` (one value or one per channel) the
     normalisation the model expects, so the pool holds images in image space."""
-    distributed.refuse("data-free image synthesis")
     if len(input_shape) != 3:
         raise ConfigError(f"synthesis makes images, but the input shape per sample is {tuple(input_shape)}",
                           hint="give an image input shape, e.g. --input-shape 1,1,28,28 (batch, channels, height, width)")
@@ -89,29 +96,39 @@ def synthesize(model: nn.Module, input_shape: tuple[int, ...], config: Synthesis
     fingerprint = {"model": model_digest(model), "input_shape": list(input_shape), "mean": mean_t.tolist(),
                    "std": std_t.tolist(), "config": config.to_dict()}
     done = _resume(checkpoint, fingerprint) if resume else _start(checkpoint)
+    world, left = distributed.world_size(), config.batches - len(done["records"])
     if done["records"]:
         progress.message(f"resumed after batch {len(done['records'])} of {config.batches} ({checkpoint})")
+    if world > left:
+        progress.message(f"{left} batch(es) left for {world} ranks: some ranks idle")
     started = time.perf_counter()
     bounds = ((0 - mean_t) / std_t, (1 - mean_t) / std_t) if config.clamp else None
     view = (1, -1, 1, 1)  # per-channel values against (N, C, H, W)
-    for b in range(len(done["records"]), config.batches):
-        lo, hi = b * config.batch_size, min((b + 1) * config.batch_size, config.images)
-        x, record = _optimise_batch(gm, parts, plan.labels[lo:hi].to(device), (hi - lo, *input_shape), b, config,
-                                    device, progress, bounds)
-        with torch.no_grad():
-            p = torch.softmax(gm(x).float(), dim=1).cpu()
-        done["images"].append((x.detach().cpu() * std_t.reshape(view) + mean_t.reshape(view)).numpy())
-        done["pred_entropy"].append(entropy(p).numpy())
-        done["pred_class"].append(p.argmax(dim=1).numpy())
-        done["records"].append(record)
-        if checkpoint is not None:
+    for first in range(len(done["records"]), config.batches, world):  # one round: a batch per rank
+        b, mine = first + distributed.rank(), None
+        if b < config.batches:
+            lo, hi = b * config.batch_size, min((b + 1) * config.batch_size, config.images)
+            x, record = _optimise_batch(gm, parts, plan.labels[lo:hi].to(device), (hi - lo, *input_shape), b,
+                                        config, device, progress, bounds)
+            with torch.no_grad():
+                p = torch.softmax(gm(x).float(), dim=1).cpu()
+            image = (x.detach().cpu() * std_t.reshape(view) + mean_t.reshape(view)).numpy()
+            mine = (image, entropy(p).numpy(), p.argmax(dim=1).numpy(), record)
+        finished = [r for r in distributed.gather(mine) if r is not None]
+        for image, pred_entropy, pred_class, record in finished:
+            done["images"].append(image)
+            done["pred_entropy"].append(pred_entropy)
+            done["pred_class"].append(pred_class)
+            done["records"].append(record)
+        if checkpoint is not None and distributed.is_main():
             _save_checkpoint(checkpoint, done, fingerprint)
-        progress.end_batch(record)
+        for *_, record in finished:
+            progress.end_batch(record)
     prov = {"producer": f"qcompile {__version__}", **(provenance or {}), "model_digest": fingerprint["model"],
             "input_shape": list(input_shape), "config": config.to_dict(), "device": device.type,
             "classifier": parts.classifier, "batchnorms": [name for name, _ in parts.batchnorms],
             "similarity": similarity.tolist(), "batches": done["records"],
-            "seconds": round(time.perf_counter() - started, 3)}
+            "seconds": round(time.perf_counter() - started, 3), **({"ranks": world} if world > 1 else {})}
     return SyntheticPool(
         images=np.concatenate(done["images"]).astype(np.float32), labels=plan.labels.numpy(),
         anchors=plan.anchors.numpy(), hard=plan.hard.numpy(), eps=plan.eps.numpy(),

@@ -20,6 +20,9 @@ What it guarantees:
    codes the epoch changed, and warns when codes froze while the loss is still high, naming the
    strategy's likely cause (:mod:`.code_flips`): on the progress and as ``warning`` in each flagged
    epoch's record, and once per run as a :class:`~qcompile.train.code_flips.FrozenCodesWarning`.
+8. Data-parallel under torchrun: each rank trains on its shard of every global batch, and the strategy's
+   gradient averager makes the update the full batch's (:mod:`qcompile.train.data_parallel`); rank 0
+   alone checkpoints and draws progress.
 
 Callbacks ``cb(event, state)`` get ``'step_end'`` after every step and ``'epoch_end'`` after each
 epoch (after evaluation), both before that point's checkpoint is written, so changes a callback
@@ -43,12 +46,13 @@ from torch import nn
 
 from qcompile import distributed
 from qcompile.errors import ConfigError
-from qcompile.modes import preserved_modes
 from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
 from qcompile.train.batches import Batches, check_dataset
 from qcompile.train.code_flips import Snapshot, annotate_epoch, code_snapshot
 from qcompile.train.config import TrainConfig, resolve_device
+from qcompile.train.data_parallel import data_parallel
+from qcompile.train.evaluation import evaluate
 from qcompile.train.divergence import diverged, first_non_finite
 from qcompile.train.objective import LabelsChecked, make_objective
 from qcompile.train.progress import make_progress
@@ -107,25 +111,6 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     mixed = np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1, dtype=np.uint64)[0]
     generator = torch.Generator().manual_seed(int(mixed))
     return torch.randperm(n, generator=generator).numpy()
-
-
-def evaluate(model: nn.Module, dataset: Any, batch_size: int = 256, device: str | torch.device | None = None,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-             task: Task | str | None = None) -> dict[str, float]:
-    """The task's evaluation summary on ``dataset``, in eval mode under no_grad — for classification
-    ``{"acc": accuracy in [0, 1], "loss": mean cross-entropy}``.
-
-    Every submodule's train/eval mode is restored afterwards, so a deliberately frozen
-    BatchNorm inside a training model stays frozen.
-    """
-    device = torch.device(device) if device is not None else _model_device(model)
-    batches = Batches(dataset, batch_size, device, mean, std, task)
-    sums: dict[str, float] = {}
-    with preserved_modes(model, train=False), torch.no_grad():
-        for inputs, targets in batches.in_order():
-            for key, value in batches.task.evaluation_sums(model(inputs), targets).items():
-                sums[key] = sums.get(key, 0) + value
-    return batches.task.summarise(sums, len(batches.y))
 
 
 @dataclass
@@ -198,17 +183,17 @@ def finetune(
     strategy = strategy if strategy is not None else StandardStep()
     strategy.setup(model, config)
     batches = Batches(train, config.batch_size, device, config.mean, config.std, task)
-    averager = _data_parallel(model, strategy, len(batches.y), config.batch_size)
     strategy.plan_steps(len(batches))
     if test is not None:
         check_dataset(test, "test")
     path = ckpt.checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
     run = _restore(path, model, strategy, config, batches) if resume else _Run()
-    trainer = _Trainer(model, batches, test, config, strategy, teacher, path, run, tuple(callbacks), device, averager)
+    parallel = data_parallel(model, strategy, len(batches.y), config.batch_size, config.seed, run.global_step)
+    trainer = _Trainer(model, batches, test, config, strategy, teacher, path, run, tuple(callbacks), device, parallel)
     with make_progress(progress and distributed.is_main(), config.epochs) as display:
         if resume:
             display.message(f"resumed at epoch {run.epoch + 1}, step {run.global_step}")
-        with synchronised_batchnorm(model, averager if config.sync_bn else None):
+        with synchronised_batchnorm(model, parallel.averager if parallel and config.sync_bn else None):
             trainer.train(display)
     return TrainResult(
         history=run.history,
@@ -223,9 +208,9 @@ def finetune(
 class _Trainer:
     """The epoch/step iteration of :func:`finetune`, with everything it needs bound once."""
 
-    def __init__(self, model, batches, test, config, strategy, teacher, path, run, callbacks, device, averager=None):
+    def __init__(self, model, batches, test, config, strategy, teacher, path, run, callbacks, device, parallel=None):
         self.model, self.batches, self.test, self.config = model, batches, test, config
-        self.strategy, self.path, self.run, self.averager = strategy, path, run, averager
+        self.strategy, self.path, self.run, self.parallel = strategy, path, run, parallel
         self.callbacks, self.device = callbacks, device
         self.task = batches.task
         labels = {"train": batches.y, **({"test": test.y} if test is not None else {})}
@@ -251,15 +236,15 @@ class _Trainer:
         run, strategy = self.run, self.strategy
         mark = time.perf_counter()
         order = epoch_permutation(len(self.batches.y), self.config.seed, run.epoch)
-        select = distributed.shard if self.averager is not None else None
+        parallel = self.parallel
+        select = parallel.select if parallel is not None else None
         for inputs, targets in self.batches.in_order(order, start=run.step_in_epoch, select=select):
-            n = self._global_count(order, run.step_in_epoch, len(targets))
+            n = parallel.global_count(order, run.step_in_epoch, len(targets)) if parallel else len(targets)
             out = strategy.step(self.model, inputs, targets, self.objective)
             with torch.no_grad():
                 metrics = {"loss": out.loss, **self.task.batch_metrics(out.outputs, targets)}
-            if self.averager is not None:  # the global batch's means, the same on every rank
-                sums = distributed.sum_values([v * len(targets) for v in metrics.values()])
-                metrics = {k: v / n for k, v in zip(metrics, sums)}
+            if parallel is not None:  # the global batch's means, the same on every rank
+                metrics = parallel.global_means(metrics, len(targets), n)
             if not math.isfinite(metrics["loss"]):
                 raise self._diverged(f"the training loss became {metrics['loss']}")
             run.add(metrics, n)
@@ -309,15 +294,6 @@ class _Trainer:
         if self.run.step_in_epoch > 0 or last is None or last.get("test_loss") is None:
             return self.evaluate_test()
         return {key: last[f"test_{key}"] for key in self.task.empty_summary()}
-
-    def _global_count(self, order: np.ndarray, step: int, local: int) -> int:
-        """Samples in global batch ``step``; tells the gradient averager this rank's share of them."""
-        if self.averager is None:
-            return local
-        bs = self.batches.batch_size
-        n = len(order[step * bs:(step + 1) * bs])
-        self.averager.weight = local / n
-        return n
 
     def _at_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
@@ -388,20 +364,6 @@ def _restore(
     return _Run.from_payload(payload)
 
 
-def _data_parallel(model: nn.Module, strategy: StepStrategy, n: int,
-                   batch_size: int) -> distributed.GradientAverager | None:
-    """Under several ranks: the averager that all-reduces gradients before each optimizer step (None alone).
-
-    Only :class:`StandardStep` and its subclasses (one torch optimizer over the model) are data-parallel
-    so far; a strategy with its own update (e.g. by a meta-network) is refused rather than run wrong."""
-    if not distributed.active():
-        return None
-    if not isinstance(strategy, StandardStep) or strategy.optimizer is None:
-        distributed.refuse(f"the {type(strategy).__name__} training step")
-    distributed.check_batches(n, batch_size)
-    return distributed.GradientAverager(strategy.optimizer, model)
-
-
 def _check_arguments(
     config: TrainConfig, teacher: nn.Module | None, checkpoint_dir: Any, resume: bool
 ) -> None:
@@ -415,9 +377,3 @@ def _check_arguments(
         raise ConfigError(
             f"{what} needs a checkpoint_dir", hint="pass checkpoint_dir=<a directory for checkpoint.pt>"
         )
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")

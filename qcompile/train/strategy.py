@@ -21,6 +21,10 @@ Contract for implementers:
    dicts, lists, tuples, numbers, strings and None (checkpoints load with ``weights_only=True``).
 5. ``frozen_codes_cause()`` may name why this strategy's updates cannot change weight codes; the
    loop quotes it when its frozen-codes guard fires (:mod:`qcompile.train.code_flips`).
+6. ``data_parallel(model)`` is called under several ranks, after ``setup``: return the
+   :class:`~qcompile.distributed.GradientAverager` that makes this strategy's update the global batch's
+   (the loop sets its per-step weight). The default refuses: an update that is not one optimizer over
+   plain gradients must say what has to be shared across ranks before it runs on several.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qcompile import distributed
 from qcompile.errors import ConfigError
 from qcompile.train.config import TrainConfig
 from qcompile.train.objective import Objective
@@ -79,6 +84,11 @@ class StepStrategy(abc.ABC):
         """(likely cause, how to fix) when this configuration is known to stop weight codes from
         changing, or None (the loop's frozen-codes guard then names the generic one)."""
         return None
+
+    def data_parallel(self, model: nn.Module) -> distributed.GradientAverager:
+        """The gradient averager for several ranks (contract item 6). Default: refused."""
+        distributed.refuse(f"the {type(self).__name__} training step")
+        raise AssertionError("unreachable: refuse raises under several ranks")
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -146,6 +156,10 @@ class StandardStep(StepStrategy):
     @property
     def lr(self) -> float:
         return float(self._optimizer().param_groups[0]["lr"])
+
+    def data_parallel(self, model: nn.Module) -> distributed.GradientAverager:
+        """Every gradient the optimizer steps with (and BatchNorm statistics) averaged before its step."""
+        return distributed.GradientAverager(model, self._optimizer())
 
     def state_dict(self) -> dict[str, Any]:
         return {

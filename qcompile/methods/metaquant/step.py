@@ -29,6 +29,18 @@ chosen anyway, and :meth:`MetaQuantStep.frozen_codes_cause` names it to the loop
 Iteration 1 only harvests g_Ŵ and W̃: nothing is updated (paper Sec. 4.4). φ therefore gets
 gradient only through W_meta: none on iteration 1, none when lr = 0.
 
+Data-parallel (several ranks, :meth:`MetaQuantStep.data_parallel`): φ is one network replicated on every
+rank, and the step stays one global-batch iteration if every rank holds the same φ, W, g_Ŵ,t−1, W̃_t−1,
+LSTM state and optimizer state at its start — then steps 1–3 give the same mg, cg and W_meta everywhere.
+Only step 4 sees data, so after it, in one weighted all-reduce (each rank × its share of the global batch):
+φ's gradient (∂ℓ/∂φ is linear in the per-sample losses, so the sum of the ranks' shares is the full batch's),
+g_Ŵ,t, the gradients of the non-meta parameters, BatchNorm running statistics and the loss. What DDP
+would not give for free: it all-reduces parameter ``.grad`` only, but MetaQuant's state g_Ŵ is the
+gradient w.r.t. the *quantized* weight Ŵ, a non-leaf captured by a hook, and it is the meta-net's input
+next iteration — left per-rank, mg, the LSTM state and then W would drift apart across ranks. φ's
+gradient only exists after the step's own meta backward (step 5), i.e. after any DDP bucket hook has
+fired; and the meta weights' own ``.grad`` (calib ⊙ mg) is already identical, so it is not reduced.
+
 Per-step metrics (``extra_metrics``): ``meta_loss`` — the loss φ is trained on, i.e. this batch's
 task loss evaluated at the meta weights W_meta(φ) (so it equals ``loss`` on the same step; absent
 on iteration 1 where φ sees no loss); ``meta_grad_norm`` = ‖∂ℓ/∂φ‖; ``meta_gain`` — the learned
@@ -45,6 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qcompile import distributed
 from qcompile.errors import ConfigError, QCompileWarning
 from qcompile.methods.metaquant.chunking import MetaPass
 from qcompile.methods.metaquant.memory import PeakMemory, tensor_bytes
@@ -92,6 +105,7 @@ class MetaQuantStep(StepStrategy):
         self._extra: dict[str, float] = {}
         self.meta_net_bias = False
         self.freezes_signs = False
+        self.averager: distributed.GradientAverager | None = None
 
     def setup(self, model: nn.Module, config: TrainConfig) -> None:
         self.layers = meta_layers(model)
@@ -151,13 +165,16 @@ class MetaQuantStep(StepStrategy):
             for _, _, q in self.layers:
                 q.context = None
         if updates:
-            self._train_meta(updates)
+            self._meta_backward(updates)
+        loss_value = self._share(loss.detach(), bool(updates))
+        if updates:
+            self.meta_optimizer.step()
             if not paper:
                 self.stale = {u.name: self._refine(u) for u in updates}
             self._drop_unrefined_meta_grads(updates)
             self.optimizer.step()
         self.iteration += 1
-        self._extra = self._metrics(loss.item(), bool(updates))
+        self._extra = self._metrics(loss_value, bool(updates))
         return StepOutput(loss.item(), outputs)
 
     def _meta_gradients(self) -> list[_LayerUpdate]:
@@ -183,14 +200,33 @@ class MetaQuantStep(StepStrategy):
         u.weight.grad = u.cg.detach()
         return self.optimizer.refine(u.weight)
 
-    def _train_meta(self, updates: list[_LayerUpdate]) -> None:
-        """Step 5: ∂ℓ/∂mg = calib ⊙ ∂ℓ/∂cg, into φ, then Adam on φ. W is unchanged since step 2,
+    def _meta_backward(self, updates: list[_LayerUpdate]) -> None:
+        """Step 5 up to Adam: ∂ℓ/∂mg = calib ⊙ ∂ℓ/∂cg, into φ. W is unchanged since step 2,
         so calib is recomputed rather than kept (one tensor of N floats less per layer)."""
         for u in updates:
             if u.cg.grad is None:  # the layer took no part in this forward
                 continue
             u.meta.backward((u.cg.grad * u.quantizer.calibration(u.weight)).reshape(-1))
-        self.meta_optimizer.step()
+
+    def data_parallel(self, model: nn.Module) -> distributed.GradientAverager:
+        """Several ranks: the step shares what depends on the data (module docstring) through this averager."""
+        self.averager = distributed.GradientAverager(model)
+        return self.averager
+
+    def _share(self, loss: torch.Tensor, updating: bool) -> float:
+        """Under several ranks: every data-dependent quantity of the step becomes the global batch's, in one
+        weighted all-reduce; returns the (global) loss. A no-op alone."""
+        if self.averager is None:
+            return loss.item()
+        meta_weights = {id(w) for _, w, _ in self.layers}
+        shared = [q.grad_hat for _, _, q in self.layers if q.grad_hat is not None]
+        if updating:  # on iteration 1 nothing is stepped: the gradients are dropped unread
+            shared += [p.grad for p in self.meta_net.parameters() if p.grad is not None]
+            shared += [p.grad for group in self.optimizer.param_groups for p in group["params"]
+                       if p.grad is not None and id(p) not in meta_weights]
+        loss = loss.reshape(1).clone()
+        self.averager.average([*shared, *self.averager.statistics, loss])
+        return loss.item()
 
     def _drop_unrefined_meta_grads(self, updates: list[_LayerUpdate]) -> None:
         """A meta weight without a meta-gradient this iteration is not updated (never by its STE grad)."""
