@@ -32,6 +32,7 @@ class QuantSpec:
     last_layer: str = "quantize"
     overrides: dict[str, int] = field(default_factory=dict)  # glob on site name -> weight bits (0 = float)
     method_options: dict = field(default_factory=dict)  # the method plug-in's own settings
+    target: str = "exact"  # exact | ort-int8 (onnxruntime's integer kernels; qcompile.integer)
 
     def validate(self) -> None:
         if not (is_int(self.w_bits) and 1 <= self.w_bits <= 8):
@@ -52,6 +53,11 @@ class QuantSpec:
             raise ConfigError(f"unknown --quantizer {self.quantizer!r}", hint=f"choose one of {', '.join(WEIGHT_QUANTIZERS)}")
         if self.quantizer == "bwn" and self.w_bits != 1:
             raise ConfigError("BWN is binary: it needs --w-bits 1", hint="use --w-bits 1 or another --quantizer")
+        if self.target not in ("exact", "ort-int8"):
+            raise ConfigError(f"unknown --target {self.target!r}", hint="choose exact or ort-int8")
+        if self.target == "ort-int8" and self.a_bits not in (None, 8):
+            raise ConfigError(f"--target ort-int8 runs 8-bit activations on integer kernels, got --a-bits {self.a_bits}",
+                              hint="use --a-bits 8 with --target ort-int8, or --target exact for other widths")
         for policy in (self.first_layer, self.last_layer):
             if policy not in LAYER_POLICIES:
                 raise ConfigError(f"unknown layer policy {policy!r}", hint=f"choose one of {', '.join(LAYER_POLICIES)}")
