@@ -177,3 +177,17 @@ def test_ort_int8_needs_8bit_activations():
     with pytest.raises(ConfigError, match="8-bit activations"):
         qcompile_compile(
             ReluPoolNet(), input_shape=(1, 1, 8, 8), a_bits=4, target="ort-int8")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"quantizer": "bwn", "w_bits": 1}, "symmetric uniform weights"),
+    ({"w_bits": 1}, "symmetric uniform weights"),
+    ({"quantizer": "uniform-asym"}, "symmetric uniform weights"),
+    ({"method": "metaquant", "quantizer": "dorefa"}, "--method ste"),
+    ({"a_bits": None}, "8-bit activations"),
+])
+def test_ort_int8_refuses_what_has_no_integer_kernel(fields, message):
+    from qcompile.plan import QuantSpec
+
+    with pytest.raises(ConfigError, match=message):
+        QuantSpec(**{"w_bits": 4, "a_bits": 8, "target": "ort-int8", **fields}).validate()

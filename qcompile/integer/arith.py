@@ -51,7 +51,7 @@ def global_pool_codes(codes: torch.Tensor, in_scale: torch.Tensor, out_scale: to
                       qmax: int) -> torch.Tensor:
     """QLinearGlobalAveragePool (NCHW): the exact per-channel sum of the codes, then one float32 multiply."""
     n = codes[0, 0].numel()
-    total = codes.to(torch.float64).flatten(2).sum(-1) if not codes.requires_grad else codes.flatten(2).sum(-1)
+    total = codes.to(torch.float64).flatten(2).sum(-1)  # exact, as the kernel's int32 sum
     f = torch.float32
     scale = in_scale.to(f) / (out_scale.to(f) * torch.tensor(float(n), dtype=f))
     pooled = saturate(to_float32(total) * scale, qmin, qmax)
