@@ -73,6 +73,11 @@ class QuantizedOp(nn.Module):
             return self.channel_scale, self.bias
         return fold_affine(self.channel_scale, self.bias, *bn_affine(bn))
 
+    def _bn_folded(self) -> bool:
+        """An attached BatchNorm in training mode (e.g. statistics being re-estimated) still follows the op:
+        the op's output is then pre-BN, not yet on the next grid."""
+        return self.attached_bn is None or not self.attached_bn.training
+
     def _ranges_known(self) -> bool:
         """Requantisation needs the output quantizer's settled range: while it is still observing (calibration)
         the float form runs, so it sees the true outputs and not ones clamped to its current range."""
@@ -103,7 +108,7 @@ class QuantizedOp(nn.Module):
             y = self._op(x, w)
         else:
             x_ints, x_scale = self.input_quantizer.decompose(x)
-            if self.integer_kernel and not self.training and self._ranges_known():
+            if self.integer_kernel and not self.training and self._bn_folded() and self._ranges_known():
                 from qcompile.integer.kernel import integer_forward
                 return integer_forward(self, x_ints, x_scale, w_ints, self.output_scale(w_scale, None, channel_scale),
                                        bias)
