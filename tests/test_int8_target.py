@@ -151,6 +151,22 @@ def test_file_keeps_packed_4bit_weights_while_the_session_runs_int8(tmp_path):
     assert all(t.data_type == onnx.TensorProto.INT4 for t in onnx.load(str(path)).graph.initializer if len(t.dims) >= 2)
 
 
+def test_calibration_with_batchnorm_reestimation_sees_what_the_exact_target_sees():
+    """While BatchNorm statistics are re-estimated (BN in training mode) a layer must not requantise its
+    pre-BN output; the ranges observed afterwards equal the exact target's."""
+    def build(target):
+        torch.manual_seed(0)
+        return qcompile_compile(_with_statistics(ReluPoolNet()), input_shape=(1, 1, 8, 8), data=_splits(),
+                                bn_reestimate_batches=4, target=target).graph_module
+
+    exact, integer = build("exact"), build("ort-int8")
+    for name in ("conv2",):  # (fc sees the pool of 8-bit codes, by design not the float mean)
+        a, b = exact.get_submodule(name).input_quantizer, integer.get_submodule(name).input_quantizer
+        assert float(a.running_max) > 0 and float(a.running_max) == float(b.running_max)
+    for bn in ("bn1", "bn2"):
+        assert torch.equal(exact.get_submodule(bn).running_var, integer.get_submodule(bn).running_var)
+
+
 def test_unpack_codes_sign_extends_lsb_first():
     assert unpack_codes(bytes([0x8F, 0x07]), 3, 4, True).tolist() == [-1, -8, 7]
     assert unpack_codes(bytes([0b11100100]), 4, 2, True).tolist() == [0, 1, -2, -1]
