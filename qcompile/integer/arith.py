@@ -9,8 +9,9 @@ same order so that PyTorch eval reproduces ORT bit for bit:
   (``cvtps2dq``), plus the output zero point, saturated to [0, 255];
 * the int32 bias is ``round(b / (s_x · s_w))`` (what a DequantizeLinear(int32) bias initializer stores);
 * QLinearGlobalAveragePool: the exact int32 sum times ``s_in / (s_out · float32(N))``, rounded half to even;
-* QLinearAdd: ``(a − za)·(s_a/s_c) + (b − zb)·(s_b/s_c)`` in float32, rounded half to even. The AVX2
-  kernel uses fixed-point multipliers instead, so it can differ by one code from this model.
+* QLinearAdd (the AVX2 kernel x86 CPUs run): on the stored u8 values, two float32 fused multiply-adds
+  with the ratios ``s_a/s_c``, ``s_b/s_c`` and a fixed part holding the zero points, then rounded half to
+  even and saturated.
 
 Rounding goes through :func:`round_ste`, so the same functions serve QAT (straight-through gradients).
 """
@@ -58,9 +59,21 @@ def global_pool_codes(codes: torch.Tensor, in_scale: torch.Tensor, out_scale: to
     return pooled.reshape(*pooled.shape, *([1] * (codes.dim() - 2)))
 
 
-def add_codes(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor,
-              out_scale: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-    """QLinearAdd with zero points 0 (signed codes are the u8 codes minus 128 on both sides, which cancels)."""
+def _fma32(x: torch.Tensor, m: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 ``fma(x, m, c)`` (one rounding): the product of a u8 value and a float32 is exact in float64."""
+    return (x.to(torch.float64) * m.to(torch.float64) + c.to(torch.float64)).to(torch.float32)
+
+
+def add_codes(a: torch.Tensor, a_grid: tuple, b: torch.Tensor, b_grid: tuple, out_grid: tuple) -> torch.Tensor:
+    """QLinearAdd (MLAS AVX2 kernel) on codes; each grid is ``(scale, u8 zero point, qmin, qmax)``.
+
+    On the stored u8 values ``A = a + za``, ``B = b + zb``: ``fixed = zc − (r_a·za + r_b·zb)``, then
+    ``fma(A, r_a, fma(B, r_b, fixed))`` in float32 with ``r = s/s_c``, rounded half to even, saturated to
+    u8; returned as codes (minus ``zc``), clamped to the output grid's range.
+    """
     f = torch.float32
-    ra, rb = a_scale.to(f) / out_scale.to(f), b_scale.to(f) / out_scale.to(f)
-    return saturate(a.to(f) * ra + b.to(f) * rb, qmin, qmax)
+    (sa, za, *_), (sb, zb, *_), (sc, zc, qmin, qmax) = a_grid, b_grid, out_grid
+    ra, rb = sa.to(f) / sc.to(f), sb.to(f) / sc.to(f)
+    fixed = torch.tensor(float(zc), dtype=f) - (ra * float(za) + rb * float(zb))
+    total = _fma32(a + za, ra, _fma32(b + zb, rb, fixed))
+    return torch.clamp(saturate(total, 0, 255) - zc, qmin, qmax)

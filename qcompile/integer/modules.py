@@ -20,6 +20,11 @@ def fake_quantize(q: ActivationQuantizer, x: torch.Tensor) -> torch.Tensor:
     return ints * scale
 
 
+def grid(q: ActivationQuantizer) -> tuple:
+    """``(scale, u8 zero point, qmin, qmax)``: signed 8-bit codes are stored as u8 with zero point 128."""
+    return q.scale(), 128 if q.signed else 0, q.qmin, q.qmax
+
+
 def codes_of(q: ActivationQuantizer, x: torch.Tensor) -> torch.Tensor:
     """The codes of a tensor already on ``q``'s grid (exact: it is codes · scale)."""
     return torch.clamp(torch.round(x / q.scale()), q.qmin, q.qmax)
@@ -40,8 +45,7 @@ class QuantAdd(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         qa, qb, qc = self.a_quantizer, self.b_quantizer, self.output_quantizer
         if self.integer_ready():
-            codes = arith.add_codes(codes_of(qa, a), qa.scale(), codes_of(qb, b), qb.scale(), qc.scale(),
-                                    0 if self.relu else qc.qmin, qc.qmax)
+            codes = arith.add_codes(codes_of(qa, a), grid(qa), codes_of(qb, b), grid(qb), grid(qc))
             return codes * qc.scale()
         y = fake_quantize(qa, a) + fake_quantize(qb, b)
         return fake_quantize(qc, torch.relu(y) if self.relu else y)

@@ -31,6 +31,10 @@ class Grid(nn.Module):
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.round(x / self.scale), self.qmin, self.qmax)
 
+    def grid(self) -> tuple:
+        """``(scale, u8 zero point, qmin, qmax)``, as :func:`qcompile.integer.arith.add_codes` takes it."""
+        return self.scale, int(self.zero_point), self.qmin, self.qmax
+
     def qdq(self, x: torch.Tensor, on_grid: bool = False) -> torch.Tensor:
         """In export, the Q → DQ pair (none when ``x`` is already this grid's DequantizeLinear output)."""
         return x if on_grid else quantize_dequantize(x, self.scale, self.zero_point)
@@ -80,8 +84,7 @@ class FrozenQuantAdd(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():
             return self.out.qdq(self.a.qdq(a, self.a_on_grid) + self.b.qdq(b, self.b_on_grid))
-        codes = arith.add_codes(self.a.codes(a), self.a.scale, self.b.codes(b), self.b.scale, self.out.scale,
-                                0 if self.relu else self.out.qmin, self.out.qmax)
+        codes = arith.add_codes(self.a.codes(a), self.a.grid(), self.b.codes(b), self.b.grid(), self.out.grid())
         return codes * self.out.scale
 
 
