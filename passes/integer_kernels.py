@@ -6,7 +6,8 @@ that produces it requantises straight to that grid in eval (QLinearConv's arithm
 1. a residual addition of two tensors (``operator.add``/``torch.add``) becomes a :class:`QuantAdd` with its
    own output quantizer; a ReLU that is its only user is absorbed (unsigned output, like QLinearAdd's
    saturation at the zero point);
-2. a global average pool (``AdaptiveAvgPool`` to 1, or the float64 pool of ``ExactGlobalPooling``) whose
+2. a global average pool (``AdaptiveAvgPool`` to 1 as a module or a function call, or the float64 pool of
+   ``ExactGlobalPooling``) whose
    output feeds a quantized op becomes a :class:`QuantGlobalPool` (one feeding a float layer stays float);
 3. each consumer (a quantized op's input, an addition's operands, a pool's input) is traced back through
    grid-preserving ops (MaxPool, Flatten, ReLU, reshapes, an attached BatchNorm) to its source; the
@@ -45,8 +46,9 @@ BITS = 8
 
 
 def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return isinstance(module_of(gm, node), nn.ReLU) or (node.op == "call_function" and node.target in (F.relu, torch.relu)) \
-        or (node.op == "call_method" and node.target == "relu")
+    return isinstance(module_of(gm, node), nn.ReLU) or (
+        node.op == "call_function" and node.target in (F.relu, torch.relu)) or (
+        node.op == "call_method" and node.target == "relu")
 
 
 def is_transparent(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -69,6 +71,14 @@ def _is_global_pool(m: nn.Module | None) -> bool:
         return False
     size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,)
     return all(s == 1 for s in size)
+
+
+def _is_functional_global_pool(node: fx.Node) -> bool:
+    """``F.adaptive_avg_pool1d/2d(x, 1)`` (or output size (1, 1))."""
+    if node.op != "call_function" or node.target not in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
+        return False
+    size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+    return all(s == 1 for s in (size if isinstance(size, (tuple, list)) else (size,)))
 
 
 def _feeds_quantized(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -128,10 +138,21 @@ class IntegerKernels(GraphPass):
     def _global_pools(gm: fx.GraphModule, device) -> list[str]:
         done = []
         for node in list(gm.graph.nodes):
-            if node.op != "call_module" or not _is_global_pool(module_of(gm, node)) or not _feeds_quantized(gm, node):
+            functional = _is_functional_global_pool(node)
+            if not (functional or node.op == "call_module" and _is_global_pool(module_of(gm, node))) \
+                    or not _feeds_quantized(gm, node):
                 continue
-            gm.add_submodule(node.target, QuantGlobalPool(None, None))
-            done.append(str(node.target))
+            if not functional:
+                gm.add_submodule(node.target, QuantGlobalPool(None, None))
+                done.append(str(node.target))
+                continue
+            name = f"int_pool_{len(done)}"
+            gm.add_submodule(name, QuantGlobalPool(None, None))
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_module(name, (node.args[0],))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            done.append(name)
         return done
 
     @staticmethod

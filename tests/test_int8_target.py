@@ -232,3 +232,30 @@ def test_add_arithmetic_matches_qlinearadd_on_every_code_pair(za, zb, zc):
         ours = arith.add_codes(torch.from_numpy(a.astype(np.float32)) - za, grid(sa, za),
                                torch.from_numpy(b.astype(np.float32)) - zb, grid(sb, zb), grid(sc, zc))
         assert np.array_equal(ours.numpy().astype(np.int64), theirs)
+
+
+def test_cli_compile_and_export_for_ort_int8(tmp_path):
+    """``compile --target ort-int8`` (a functional global pool included) checks parity on export;
+    ``export RUN_DIR`` writes the same bytes; ``export --target exact`` of that run exits 2."""
+    import json
+
+    from click.testing import CliRunner
+
+    from qcompile.cli.main import cli
+    from tests.conftest import digits_cnn_file
+
+    model, weights = digits_cnn_file(tmp_path)
+    out, run = tmp_path / "m.onnx", tmp_path / "run"
+    args = ["compile", f"{model}:build", "--weights", weights, "--input-shape", "1,1,8,8", "--w-bits", "4",
+            "--target", "ort-int8", "--epochs", "0", "--bn-reestimate", "4", "--out", out, "--run-dir", run, "--json"]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["spec"]["target"] == "ort-int8"
+    assert summary["parity"]["max_abs_diff"] == 0.0 and summary["parity"]["agreement"] == 1.0
+    assert "QLinearGlobalAveragePool" in _optimised_ops(out, tmp_path)
+    again = tmp_path / "again.onnx"
+    assert CliRunner().invoke(cli, ["export", str(run), "--out", str(again)]).exit_code == 0
+    assert again.read_bytes() == out.read_bytes()
+    refused = CliRunner().invoke(cli, ["export", str(run), "--out", str(tmp_path / "x.onnx"), "--target", "exact"])
+    assert refused.exit_code == 2 and "compiled for --target ort-int8" in refused.output
