@@ -24,13 +24,14 @@ from qcompile.export.frozen_block import FrozenBlockLinear
 from qcompile.export.frozen_ops import FROZEN, FrozenQuantizedOp
 from qcompile.quantized_block import QuantBlockLinear
 from qcompile.quantized_ops import QuantizedOp
+from qcompile.quantizers.codes import QuantCodes
 from qcompile.passes.base import GraphPass
 from qcompile.passes.graph_utils import module_of, replace_submodule
 
 
 @torch.no_grad()
-def freeze_op(name: str, op: QuantizedOp) -> FrozenQuantizedOp:
-    """The frozen equivalent of ``op`` (rules 2-4)."""
+def checked_codes(name: str, op: QuantizedOp) -> tuple[QuantCodes, torch.Tensor]:
+    """``op``'s weight codes and weight scale, once the codes are checked to decode to training's integers."""
     quantizer = op.weight_quantizer
     w_ints, w_scale = quantizer.decompose(op.weight)
     codes = quantizer.codes(op.weight)
@@ -39,6 +40,13 @@ def freeze_op(name: str, op: QuantizedOp) -> FrozenQuantizedOp:
             f"the codes of '{name}' ({quantizer.describe()}) do not decode to the integers training used",
             hint="the weight quantizer's codes() and decompose() disagree; fix the quantizer before exporting",
         )
+    return codes, w_scale
+
+
+@torch.no_grad()
+def freeze_op(name: str, op: QuantizedOp) -> FrozenQuantizedOp:
+    """The frozen equivalent of ``op`` (rules 2-4)."""
+    codes, w_scale = checked_codes(name, op)
     x_scale, x_range = None, None
     iq = op.input_quantizer
     if iq is not None:

@@ -1,7 +1,8 @@
 """Pipelines: the ordered pass lists qcompile runs, readable in one place.
 
     quantize:  InsertWeightQuantizers → InsertActivationQuantizers → AttachBatchNorm
-               (→ ExactGlobalPooling when activations are quantized) → the method's extra passes
+               (→ ExactGlobalPooling when activations are quantized, → IntegerKernels on the ort-int8
+               target) → the method's extra passes
     export:    StripForExport → FoldBatchNorm → the method's export passes   (then the ONNX back end)
 
 The quantizers come from factories (the method's ``weight_quantizer``/``activation_quantizer``).
@@ -20,6 +21,7 @@ from qcompile.passes.attach_batchnorm import AttachBatchNorm
 from qcompile.passes.base import GraphPass, reports
 from qcompile.passes.exact_pooling import ExactGlobalPooling
 from qcompile.passes.fold_batchnorm import FoldBatchNorm
+from qcompile.passes.integer_kernels import IntegerKernels
 from qcompile.passes.insert_activation_quantizers import (ActivationQuantizerFactory, InsertActivationQuantizers,
                                                           default_activation_quantizer)
 from qcompile.passes.insert_weight_quantizers import (QuantizerFactory, InsertWeightQuantizers,
@@ -31,6 +33,8 @@ def quantize_passes(plan: QuantPlan, factory: QuantizerFactory = default_weight_
                     extra: list[GraphPass] = (),
                     activation_factory: ActivationQuantizerFactory = default_activation_quantizer) -> list[GraphPass]:
     exact = [ExactGlobalPooling()] if any(site.a_bits for site in plan.sites) else []
+    if exact and plan.spec.target == "ort-int8":
+        exact.append(IntegerKernels())
     return [InsertWeightQuantizers(plan, factory), InsertActivationQuantizers(plan, activation_factory),
             AttachBatchNorm(), *exact, *extra]
 

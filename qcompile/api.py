@@ -370,7 +370,8 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
             group_size: int | None = None, leaf_modules: Sequence[str] = (), data: DatasetSplits | str | None = None,
             spec: QuantSpec | None = None, task: Task | str | None = None,
             bn_reestimate_batches: int = 64, normalization: Normalization | str | None = None,
-            mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None) -> CompiledModel:
+            mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None,
+            target: str = "exact") -> CompiledModel:
     """Trace ``model``, plan and insert quantizers; returns a :class:`CompiledModel` ready to finetune.
 
     ``model`` is an ``nn.Module`` or a spec ``'file.py:factory'`` / ``'pkg.mod:attr'`` (with ``weights``).
@@ -386,6 +387,10 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     'mnist', 'none'), 'data' (the default: the training split's per-channel statistics) or a
     :class:`~qcompile.runtime.normalisation.Normalization`; or give ``mean`` and ``std`` (one value, or one
     per input channel). A pretrained model needs the values it was trained with.
+
+    ``target`` is what the export runs on: ``'exact'`` (integer-domain arithmetic in float, bit-exact in
+    any runtime) or ``'ort-int8'`` (onnxruntime's 8-bit integer kernels; 8-bit activations; the model's
+    eval then computes what those kernels compute, see :mod:`qcompile.integer`).
     """
     requested_norm = choose_normalization(normalization, mean, std)  # malformed values fail before any work
     float_model = copy.deepcopy(load_model(model, weights)).eval()
@@ -399,7 +404,8 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     example_outputs = run_example(float_model, example_inputs)
     spec = spec or QuantSpec(method=method, w_bits=w_bits, a_bits=a_bits, quantizer=quantizer, per_channel=per_channel,
                              first_layer=first_layer, last_layer=last_layer, overrides=dict(layer_bits or {}),
-                             method_options=dict(method_options or {}), group_size=group_size)
+                             method_options=dict(method_options or {}), group_size=group_size,
+                             target=target)
     plugin = get_method(spec.method, spec.method_options)
     spec = plugin.plan_spec(spec)
     gm = trace(copy.deepcopy(float_model), leaf_modules)

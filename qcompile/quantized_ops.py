@@ -53,6 +53,14 @@ class QuantizedOp(nn.Module):
         self.input_quantizer: ActivationQuantizer | None = None
         self.register_buffer("channel_scale", torch.ones(self.weight.shape[0]))
         self.attach_batchnorm(None)
+        self.set_integer_kernel(False)
+
+    def set_integer_kernel(self, enabled: bool, output_quantizer: ActivationQuantizer | None = None) -> None:
+        """Compute in eval as onnxruntime's integer kernel does (``ort-int8`` target): int32 bias, and the
+        output requantised to ``output_quantizer``'s codes (or float, as QGemm without output quantization).
+        The quantizer is referenced, not owned: its consumer holds it (see ``passes.integer_kernels``)."""
+        object.__setattr__(self, "integer_kernel", enabled)
+        object.__setattr__(self, "output_quantizer", output_quantizer)
 
     def attach_batchnorm(self, bn: nn.Module | None) -> None:
         """Reference (not own: it stays registered where it was) the BatchNorm that follows this op."""
@@ -64,6 +72,16 @@ class QuantizedOp(nn.Module):
         if bn is None or bn.training:
             return self.channel_scale, self.bias
         return fold_affine(self.channel_scale, self.bias, *bn_affine(bn))
+
+    def _bn_folded(self) -> bool:
+        """An attached BatchNorm in training mode (e.g. statistics being re-estimated) still follows the op:
+        the op's output is then pre-BN, not yet on the next grid."""
+        return self.attached_bn is None or not self.attached_bn.training
+
+    def _ranges_known(self) -> bool:
+        """Requantisation needs the output quantizer's settled range: while it is still observing (calibration)
+        the float form runs, so it sees the true outputs and not ones clamped to its current range."""
+        return self.output_quantizer is None or self.output_quantizer.settled()
 
     @property
     def out_channels(self) -> int:
@@ -90,6 +108,10 @@ class QuantizedOp(nn.Module):
             y = self._op(x, w)
         else:
             x_ints, x_scale = self.input_quantizer.decompose(x)
+            if self.integer_kernel and not self.training and self._bn_folded() and self._ranges_known():
+                from qcompile.integer.kernel import integer_forward
+                return integer_forward(self, x_ints, x_scale, w_ints, self.output_scale(w_scale, None, channel_scale),
+                                       bias)
             acc = self._op(x_ints, w_ints)
             y = acc * self._out_view(self.output_scale(w_scale, x_scale, channel_scale), acc)
         if bias is not None:

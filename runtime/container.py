@@ -67,9 +67,14 @@ class Contents:
         if role not in self._sessions:
             bundled = role in self._graphs
             external = dither_tensors(self.manifest.extra, role, self.source)
-            self._sessions[role] = (
-                self.engine.session(self._graphs[role], f"{self.path}:{graph_member(role)}", external) if bundled
-                else self.engine.session(self.path, self.source, external))
+            source = f"{self.path}:{graph_member(role)}" if bundled else self.source
+            model = self._graphs[role] if bundled else self.path
+            from qcompile.runtime.widen import ORT_INT8, target_of, widen_initializers  # widen reads via this module
+
+            integer = target_of(self.manifest.extra) == ORT_INT8
+            if integer:  # packed 4/2-bit weights become int8 in memory, for the integer kernels
+                model, _ = widen_initializers(model if bundled else self.path.read_bytes())
+            self._sessions[role] = self.engine.session(model, source, external, integer_kernels=integer)
         return self._sessions[role]
 
     def graph_bytes(self, role: str) -> bytes:

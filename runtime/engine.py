@@ -52,8 +52,12 @@ def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
     return requested
 
 
-def session_options(intra_op_threads: int | None = None, spinning: bool = DEFAULT_SPINNING) -> ort.SessionOptions:
-    """The options every runtime session uses (exposed so tests can inspect the optimised graph)."""
+def session_options(intra_op_threads: int | None = None, spinning: bool = DEFAULT_SPINNING,
+                    integer_kernels: bool = False) -> ort.SessionOptions:
+    """The options every runtime session uses (exposed so tests can inspect the optimised graph).
+
+    ``integer_kernels`` (an ``ort-int8`` artifact): keep ORT's QDQ fusions on, so DQ → Conv → Q runs as
+    QLinearConv etc.; the exact target switches them off (below)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # By default ORT's constant folding skips DequantizeLinear (to keep Q/DQ for its quantized kernels),
@@ -68,7 +72,8 @@ def session_options(intra_op_threads: int | None = None, spinning: bool = DEFAUL
     #   outputs match the exact product to float rounding (~4e-7 relative).
     # Cost: weights sit in memory as float32 (the file on disk stays packed), and the MatMulNBits path
     # is lost where it applied (it was faster only for large MatMuls, e.g. 4096x4096 at batch 1).
-    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    if not integer_kernels:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     if intra_op_threads is not None:
         if not isinstance(intra_op_threads, int) or isinstance(intra_op_threads, bool) or intra_op_threads < 1:
             raise ValueError(f"intra_op_threads must be a positive int or None, got {intra_op_threads!r}")
@@ -104,15 +109,15 @@ class Engine:
         """CPU, no graph optimisation: the cheapest session that still reports inputs and outputs."""
         return cls((CPU,), optimize=False)
 
-    def session(self, model: Path | bytes, source: str,
-                external: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
+    def session(self, model: Path | bytes, source: str, external: Mapping[str, np.ndarray] | None = None,
+                integer_kernels: bool = False) -> ort.InferenceSession:
         """An ``ort.InferenceSession`` of ``model`` (a path, or the bytes of a graph in a bundle).
 
         ``external``: values of the graph's external initializers, by name (the regenerated dither of
         :mod:`qcompile.runtime.dithered`). onnxruntime's failures (its own pybind exception types) become
-        :class:`ArtifactError` naming ``source``.
+        :class:`ArtifactError` naming ``source``. ``integer_kernels``: see :func:`session_options`.
         """
-        options = session_options(self.intra_op_threads, self.spinning)
+        options = session_options(self.intra_op_threads, self.spinning, integer_kernels)
         if not self.optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         values = {name: np.ascontiguousarray(a) for name, a in (external or {}).items()}

@@ -315,9 +315,12 @@ def finetune(out: Output, run_dir: Path, data: str | None, norm: dict, train: di
 @run_dir_argument
 @out_option(required=True, help="ONNX file to write.")
 @click.option("--float", "as_float", is_flag=True, help="Write the fp32 reference of the original model instead.")
+@click.option("--target", type=click.Choice(["exact", "ort-int8"]), default=None,
+              help="Check that the run was compiled for this target (exact or ort-int8); a run exports the target "
+                   "it was compiled and trained for [default: the run's].")
 @normalization_options(RUN_NORM_HELP)
 @reporting
-def export(out: Output, run_dir: Path, out_path: Path, as_float: bool, norm: dict) -> Result:
+def export(out: Output, run_dir: Path, out_path: Path, as_float: bool, target: str | None, norm: dict) -> Result:
     """Export the model saved in RUN_DIR to ONNX (packed low-bit, or fp32 with --float).
 
     The file is the one `compile` wrote for the run, byte for byte; it needs only RUN_DIR (and the model
@@ -330,6 +333,7 @@ def export(out: Output, run_dir: Path, out_path: Path, as_float: bool, norm: dic
     check_out_path(out_path)
     require_finished(run_dir, "export")
     cm = load_run(run_dir)
+    check_target(cm, target)
     use_normalization(cm, norm)
     if as_float:
         cm.export_float(out_path)
@@ -340,6 +344,17 @@ def export(out: Output, run_dir: Path, out_path: Path, as_float: bool, norm: dic
     return Result(summary, render_summary)
 
 
+def check_target(cm, target: str | None) -> None:
+    """A run's target is fixed at compile (its eval arithmetic and quantizers depend on it)."""
+    from qcompile.errors import ConfigError
+
+    compiled = cm.plan.spec.target
+    if target is not None and target != compiled:
+        raise ConfigError(f"{target!r} export of a run compiled for --target {compiled}",
+                          hint=f"compile the model again with --target {target} (its grids are calibrated and "
+                               f"trained for the target), or export without --target")
+
+
 # ----------------------------------------------------------------------------- rendering
 def render_summary(console: Console, r: dict[str, Any]) -> None:
     """One table for whichever of compile / finetune / export produced ``r``."""
@@ -348,7 +363,8 @@ def render_summary(console: Console, r: dict[str, Any]) -> None:
         s = r["spec"]
         a_bits = "float" if s["a_bits"] is None else s["a_bits"]
         group = f", Linear in groups of {s['group_size']} (MatMulNBits)" if s.get("group_size") else ""
-        pairs.append(("quantization", f"{s['method']}: W{s['w_bits']} A{a_bits}, {s['quantizer']}{group}"))
+        target = "" if s.get("target", "exact") == "exact" else f", target {s['target']}"
+        pairs.append(("quantization", f"{s['method']}: W{s['w_bits']} A{a_bits}, {s['quantizer']}{group}{target}"))
         if s.get("method_options"):
             pairs.append(("method options", method_options_text(s["method_options"])))
     if r.get("training"):

@@ -36,6 +36,9 @@ from qcompile.export.artifact import manifest_props
 from qcompile.export.failure import explain_export_failure
 from qcompile.export.frozen_block import CONTRIB_OPS_FIELD, contrib_ops
 from qcompile.export.onnx_passes import export_pipeline
+from qcompile.export.qdq.freeze import FreezeIntegerKernels
+from qcompile.export.qdq.weight_zero_points import AddWeightZeroPoints
+from qcompile.integer import EXACT, ORT_INT8, TARGET_FIELD, export_target
 from qcompile.passes.freeze_for_export import FreezeForExport
 from qcompile.runtime.dithered import DITHER_FIELD, DITHER_LOCATION, dither_field
 from qcompile.runtime.errors import ArtifactError
@@ -144,9 +147,10 @@ def choose_opset(layers: list[dict], requested: int | None) -> int:
 
 
 def _frozen(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[dict]]:
-    """A frozen copy of ``gm`` (``gm`` is not modified) and FreezeForExport's per-layer summary."""
+    """A frozen copy of ``gm`` (``gm`` is not modified) and the freeze pass's per-layer summary: the
+    integer-kernel (QDQ) form for a graph of the ``ort-int8`` target, else the exact form."""
     frozen = copy.deepcopy(gm).eval()
-    freeze = FreezeForExport()
+    freeze = FreezeIntegerKernels() if export_target(gm) == ORT_INT8 else FreezeForExport()
     freeze(frozen)
     return frozen, freeze.report["layers"]
 
@@ -169,9 +173,11 @@ def export_graph(gm: fx.GraphModule, example_inputs, opset: int | None = None, m
     """
     frozen, layers = _frozen(gm)
     opset = choose_opset(layers, opset)
-    metadata = {} if manifest is None else _props(_with_layers(manifest, layers))
+    metadata = {} if manifest is None else _props(_with_layers(manifest, layers, export_target(gm)))
     model = torch_to_onnx_ir(frozen, example_inputs, opset)
     changed = []
+    if export_target(gm) == ORT_INT8:
+        onnx_passes = [*onnx_passes, AddWeightZeroPoints()]
     for p in export_pipeline(metadata, onnx_passes):
         try:
             if p(model).modified:
@@ -195,12 +201,14 @@ def export_onnx(gm: fx.GraphModule, example_inputs, path: str | Path, manifest: 
     return ExportReport(Path(path), graph.opset, graph.proto.ir_version, size, graph.layers, graph.onnx_passes)
 
 
-def _with_layers(manifest: Manifest, layers: list[dict]) -> Manifest:
+def _with_layers(manifest: Manifest, layers: list[dict], target: str) -> Manifest:
     """``manifest`` with this export's layers, and the records of seeded-dither weights in its ``dither`` field."""
     dither = dither_field(layer["dither"] for layer in layers if "dither" in layer)
     extra = {**manifest.extra, DITHER_FIELD: dither} if dither else manifest.extra
     if contrib := contrib_ops(layers):  # e.g. MatMulNBits: the file needs onnxruntime
         extra = {**extra, CONTRIB_OPS_FIELD: contrib}
+    if target != EXACT:
+        extra = {**extra, TARGET_FIELD: target}
     return dataclasses.replace(manifest, layers=tuple(layers), extra=extra)
 
 

@@ -52,6 +52,10 @@ class ActivationQuantizer(Quantizer):
     def unfreeze(self) -> None:
         self.frozen.fill_(False)
 
+    def settled(self) -> bool:
+        """Calibrated and no longer moving (frozen, or not observing): a range others may requantise to."""
+        return bool(self.calibrated) and (not self.training or bool(self.frozen))
+
     def scale(self) -> torch.Tensor:
         if not bool(self.calibrated):
             raise ExportError(
