@@ -242,7 +242,7 @@ def test_cli_compile_and_export_for_ort_int8(tmp_path):
     from click.testing import CliRunner
 
     from qcompile.cli.main import cli
-    from tests.conftest import digits_cnn_file
+    from conftest import digits_cnn_file
 
     model, weights = digits_cnn_file(tmp_path)
     out, run = tmp_path / "m.onnx", tmp_path / "run"
