@@ -5,4 +5,4 @@ time, and the compiler requires the runtime of exactly this version, so artifact
 runtime always agree.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
