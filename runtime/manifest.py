@@ -26,7 +26,12 @@ from typing import Any, Mapping
 
 from qcompile.runtime.errors import ArtifactError
 
-FORMAT_VERSION = 1  # the newest manifest format this runtime reads and this compiler writes
+FORMAT_VERSION = 2  # the newest manifest format this runtime reads and this compiler writes
+# Files are written in the oldest format that describes them, so older runtimes keep reading them. Format 2 is
+# written only for files that a format-1 reader would run wrongly: a "target" that changes how the session is
+# built (ort-int8: QDQ fusion on, packed weights widened in memory), which a 0.2 runtime would ignore.
+BASE_FORMAT = 1
+SESSION_TARGET_FORMAT = 2
 MANIFEST_KEY = "qcompile.manifest"  # where a single .onnx file keeps its manifest (metadata_props)
 LAYER_FIELDS = ("name", "op", "w_bits", "a_bits", "weight_format")
 REQUIRED = ("format", "kind", "producer")
@@ -57,7 +62,7 @@ class Manifest:
 
     kind: str
     producer: str
-    format: int = FORMAT_VERSION
+    format: int = BASE_FORMAT
     method: str | None = None
     task: str | None = None  # what the outputs mean (a registered task); None: classification, as 0.1.0 files
     input: InputSpec | None = None

@@ -17,7 +17,7 @@ from qcompile.export.artifact import PRODUCER, manifest, write_bundle
 from qcompile.runtime import Artifact, ArtifactError, OutputError, Session, load, register_kind
 from qcompile.runtime.container import onnx_metadata_props
 from qcompile.runtime.kinds import _KINDS
-from qcompile.runtime.manifest import FORMAT_VERSION, MANIFEST_KEY, parse_manifest
+from qcompile.runtime.manifest import BASE_FORMAT, FORMAT_VERSION, MANIFEST_KEY, parse_manifest
 from test_runtime import MANIFEST, W, images, reference, save_classifier
 
 LEGACY = {  # what qcompile 0.1.0 wrote: separate keys, layers as objects, no format or kind
@@ -42,7 +42,7 @@ def test_qcompile_0_1_0_artifacts_open_as_classifiers(tmp_path):
     old = save_classifier(tmp_path / "old.onnx", metadata=LEGACY)
     new = with_manifest(tmp_path)
     a, b = Artifact.load(old), Artifact.load(new)
-    assert (a.manifest.format, b.manifest.format) == (0, FORMAT_VERSION)
+    assert (a.manifest.format, b.manifest.format) == (0, BASE_FORMAT)
     assert (a.version, a.method, a.classes, a.mean, a.std) == ("0.1.0", "ste", ("cat", "dog", "eel"), (0.5,), (0.25,))
     assert a.layers == ({"name": "fc", "op": "linear", "w_bits": 4, "a_bits": 8, "weight_format": "int4"},)
     x = images(4)

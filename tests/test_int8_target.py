@@ -20,7 +20,9 @@ from qcompile.data import ArrayDataset, DatasetSplits
 from qcompile.errors import ConfigError
 from qcompile.parity import compare_onnx, torch_logits
 from qcompile.runtime import load
+from qcompile.runtime.artifact import Artifact
 from qcompile.runtime.engine import session_options
+from qcompile.runtime.manifest import BASE_FORMAT, SESSION_TARGET_FORMAT
 from qcompile.runtime.normalisation import normalise
 from qcompile.runtime.widen import unpack_codes, widen_initializers
 
@@ -142,6 +144,8 @@ def test_file_keeps_packed_4bit_weights_while_the_session_runs_int8(tmp_path):
     assert weights and all(t.data_type == onnx.TensorProto.INT4 for t in weights)
     manifest = {p.key: p.value for p in stored.metadata_props}
     assert '"target":"ort-int8"' in next(iter(manifest.values()))
+    # format 2: a format-1 runtime (0.2) refuses the file instead of running it without the integer kernels
+    assert Artifact.load(path).manifest.format == SESSION_TARGET_FORMAT == 2
     _, widened = widen_initializers(path.read_bytes())
     assert widened >= len(weights)
     assert "QLinearConv" in _optimised_ops(path, tmp_path)  # a kernel that only takes 8-bit weights
@@ -184,6 +188,7 @@ def test_exact_target_is_the_default_and_unchanged(tmp_path):
     ops = {n.op_type for n in onnx.load(str(tmp_path / "a.onnx")).graph.node}
     assert "QuantizeLinear" not in ops and {"Round", "Clip"} <= ops
     assert b'"target"' not in data
+    assert Artifact.load(tmp_path / "a.onnx").manifest.format == BASE_FORMAT == 1  # old runtimes still read it
 
 
 def test_ort_int8_needs_8bit_activations():

@@ -42,7 +42,7 @@ from qcompile.integer import EXACT, ORT_INT8, TARGET_FIELD, export_target
 from qcompile.passes.freeze_for_export import FreezeForExport
 from qcompile.runtime.dithered import DITHER_FIELD, DITHER_LOCATION, dither_field
 from qcompile.runtime.errors import ArtifactError
-from qcompile.runtime.manifest import Manifest
+from qcompile.runtime.manifest import SESSION_TARGET_FORMAT, Manifest
 
 DEFAULT_OPSET = 21  # INT4/UINT4 in DequantizeLinear
 INT2_OPSET = 25  # INT2/UINT2 (ONNX 1.20, ORT >= 1.24)
@@ -207,9 +207,11 @@ def _with_layers(manifest: Manifest, layers: list[dict], target: str) -> Manifes
     extra = {**manifest.extra, DITHER_FIELD: dither} if dither else manifest.extra
     if contrib := contrib_ops(layers):  # e.g. MatMulNBits: the file needs onnxruntime
         extra = {**extra, CONTRIB_OPS_FIELD: contrib}
-    if target != EXACT:
-        extra = {**extra, TARGET_FIELD: target}
-    return dataclasses.replace(manifest, layers=tuple(layers), extra=extra)
+    if target == EXACT:
+        return dataclasses.replace(manifest, layers=tuple(layers), extra=extra)
+    # a reader of format 1 would ignore the target and run the file without its integer kernels: refuse it there
+    return dataclasses.replace(manifest, layers=tuple(layers), extra={**extra, TARGET_FIELD: target},
+                               format=max(manifest.format, SESSION_TARGET_FORMAT))
 
 
 def _props(manifest: Manifest) -> dict[str, str]:
