@@ -60,6 +60,11 @@ def _interp_static(points: list[tuple[float, float]], bitops: float) -> float | 
     return float(np.interp(bitops, xs, ys)) if xs[0] <= bitops <= xs[-1] else None
 
 
+def _main_curve(key: str) -> bool:
+    """The selector settings on pool (e) at the default selector size (the dynamic curve)."""
+    return key.startswith("dynadfq-dyn-") and "-h" not in key
+
+
 def _spearman(a, b) -> float:
     from qcompile.synthesis.diagnostics import spearman
 
@@ -117,7 +122,7 @@ def write(setup) -> Path:
     dynamic = {k: g for k, g in groups.items() if "-dyn-" in k}
     for k, g in dynamic.items():
         g["static_at_same_bitops"] = _interp_static(static_points, g["mean_bitops"]) if len(static_points) > 1 else None
-    main = [k for k in dynamic if k.startswith("dynadfq-dyn-")]
+    main = [k for k in dynamic if _main_curve(k)]
     if main and len(static_points) == 3:
         criteria["B"] = {"above_static": {k: dynamic[k]["mean"] >= (dynamic[k]["static_at_same_bitops"] or 1e9)
                                           for k in main}}
@@ -128,7 +133,7 @@ def write(setup) -> Path:
     w2_pred = np.load(w2_path)["pred"] if w2_path.exists() else None
     selectors = {k: _selector_analysis(setup, k, y, fp_entropy, w2_pred) for k in records if "-dyn-" in k
                  and (setup.cache / f"{k}.npz").exists()}
-    e = [s for k, s in selectors.items() if k.startswith("dynadfq-dyn-") and "bits_where_w2a2_wrong" in s]
+    e = [s for k, s in selectors.items() if _main_curve(k) and "bits_where_w2a2_wrong" in s]
     if e:
         criteria["E"] = {"pass": all(s["spearman_bits_fp_entropy"] > 0 and s["bits_where_w2a2_wrong"] >
                                      s["bits_where_w2a2_right"] for s in e)}
@@ -188,9 +193,11 @@ def _plots(setup, static, dynamic, groups, records, pools, fp_entropy) -> None:
                   k.split("-")[1] in ("W3A3", "W4A4"))
     if real:
         ax.plot(*zip(*real), "s--", color="gray", label="static, real-data QAT")
-    for prefix, style, label in (("dynadfq-dyn-", "o", "dynamic, pool e"), ("onehot-dyn-", "^", "dynamic, pool d"),
-                                 ("random-dyn-", "v", "dynamic, random-class labels")):
-        d = [(g["mean_bitops"] / 1e6, g["mean"]) for k, g in dynamic.items() if k.startswith(prefix)]
+    for test, style, label in ((_main_curve, "o", "dynamic, pool e"),
+                               (lambda k: k.startswith("onehot-dyn-"), "^", "dynamic, pool d"),
+                               (lambda k: k.startswith("random-dyn-"), "v", "dynamic, random-class labels"),
+                               (lambda k: "-h" in k, "x", "dynamic, pool e, smaller selector")):
+        d = [(g["mean_bitops"] / 1e6, g["mean"]) for k, g in dynamic.items() if test(k)]
         if d:
             ax.plot(*zip(*d), style, label=label, ms=7)
     ax.set(xlabel="mean MBitOPs per image", ylabel="real MNIST test accuracy %", title="DynaDFQ on the MNIST CNN")
@@ -200,7 +207,7 @@ def _plots(setup, static, dynamic, groups, records, pools, fp_entropy) -> None:
     fig.savefig(where / PARETO, dpi=90)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k in sorted(k for k in records if k.startswith("dynadfq-dyn-") and k.endswith("-s0")):
+    for k in sorted(k for k in records if _main_curve(k) and k.endswith("-s0")):
         z = np.load(setup.cache / f"{k}.npz")
         ax.hist(z["widths"].mean(axis=1), bins=np.arange(2, 4.01, 0.2) - 0.1, histtype="step", label=k[12:-3], lw=1.5)
     ax.set(xlabel="mean width over the dynamic layers (bits)", ylabel="real test images")

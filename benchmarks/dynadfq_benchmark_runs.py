@@ -44,10 +44,12 @@ class Run:
     seed: int
     target: float | None = None
     weight: float | None = None
+    hidden: int | None = None  # the selector's hidden width (None: the default, 32)
 
     @property
     def key(self) -> str:
         sel = "" if self.target is None else f"-T{self.target:g}-l{self.weight:g}"
+        sel += "" if self.hidden is None else f"-h{self.hidden}"
         return f"{self.source}-{self.widths}{sel}-s{self.seed}"
 
 
@@ -59,6 +61,7 @@ def dynamic_runs(seeds: tuple[int, ...]) -> list[Run]:
     runs = [Run("dynadfq", "W2A2", seed) for seed in seeds]
     runs += [Run("dynadfq", "dyn", seed, t, lam) for seed in seeds for t, lam in SELECTOR_SETTINGS]
     runs += [Run(pool, "dyn", seed, 3.0, 10.0) for pool in ("onehot", "random") for seed in seeds]
+    runs += [Run("dynadfq", "dyn", seed, 3.0, 10.0, hidden) for hidden in (8, 4) for seed in seeds]
     return runs
 
 
@@ -115,8 +118,16 @@ def make_pools(setup: Setup) -> None:
                   "options": options, "summary": pool.summary(), "machine": common.machine()}
         (setup.results / f"pool-{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         if name == "dynadfq" and not setup.quick:
-            write_preview(pool, common.RESULTS_DIR / "dynadfq_pool_preview.png")
+            _small_preview(write_preview(pool, setup.cache / "preview.png"), common.RESULTS_DIR / "dynadfq_pool_preview.png")
         print(f"pool {name}: {seconds:.0f} s, {pool.summary()}", flush=True)
+
+
+def _small_preview(full: Path, out: Path) -> None:
+    """``qcompile synthesize --preview``'s grid (the same function) at 3/4 size, grey, 16 levels: ~80 kB to commit."""
+    from PIL import Image
+
+    image = Image.open(full).convert("L")
+    image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS).quantize(16).save(out, optimize=True)
 
 
 def _config(setup: Setup, options: dict):
@@ -208,6 +219,8 @@ def run_one(setup: Setup, run: Run) -> dict[str, Any]:
     options: dict[str, Any] = {"bits": "2,3,4" if dynamic else str(WIDTHS[run.widths][0])}
     if dynamic:
         options.update(target_bitops=run.target, bit_weight=run.weight)
+        if run.hidden is not None:
+            options["selector_hidden"] = run.hidden
     a_bits = 4 if dynamic else WIDTHS[run.widths][1]
     data = setup.splits if run.source == "real" else None
     if data is None:
