@@ -60,6 +60,17 @@ def _interp_static(points: list[tuple[float, float]], bitops: float) -> float | 
     return float(np.interp(bitops, xs, ys)) if xs[0] <= bitops <= xs[-1] else None
 
 
+def _permutation_p(similarity: np.ndarray, confusion: np.ndarray, rho: float, draws: int = 10_000) -> float:
+    """One-sided p of Spearman ≥ ``rho`` with the 45 pairs' confusion counts shuffled (seed 0)."""
+    from qcompile.synthesis.diagnostics import spearman
+
+    upper = np.triu_indices(len(similarity), k=1)
+    s, c = similarity[upper], (confusion + confusion.T)[upper]
+    rng = np.random.default_rng(0)
+    hits = sum(spearman(s, rng.permutation(c)) >= rho for _ in range(draws))
+    return (hits + 1) / (draws + 1)
+
+
 def _main_curve(key: str) -> bool:
     """The selector settings on pool (e) at the default selector size (the dynamic curve)."""
     return key.startswith("dynadfq-dyn-") and "-h" not in key
@@ -80,6 +91,7 @@ def _selector_analysis(setup, key: str, y: np.ndarray, fp_entropy: np.ndarray, w
     out = {"mean_bits": float(bits.mean()), "spearman_bits_fp_entropy": _spearman(bits, fp_entropy),
            "low_share": float(low.mean()), "survive_share": float(survives.mean()),
            "precision": float(survives[low].mean()) if low.any() else None,
+           "precision_lift": float(survives[low].mean() / survives.mean()) if low.any() and survives.any() else None,
            "recall": float(low[survives].mean()) if survives.any() else None,
            "accuracy_selected": float((z["pred"] == y).mean()),
            "accuracy_shuffled": float((z["pred_shuffled"] == y).mean())}
@@ -112,11 +124,14 @@ def write(setup) -> Path:
         criteria["goal_W4A4_within_1pt"] = {"gap": w4["real"] - w4["dynadfq"], "pass": w4["real"] - w4["dynadfq"] <= 1.0}
     if "dynadfq" in pools:
         similarity = np.asarray(pools["dynadfq"].provenance["similarity"])
-        criteria["C"] = {"spearman": similarity_confusion_spearman(similarity, confusion_matrix(y, fp_pred, 10))}
-        criteria["C"]["pass"] = criteria["C"]["spearman"] > 0.3
+        confusion = confusion_matrix(y, fp_pred, 10)
+        rho = similarity_confusion_spearman(similarity, confusion)
+        criteria["C"] = {"spearman": rho, "permutation_p": _permutation_p(similarity, confusion, rho)}
+        criteria["C"]["pass"] = rho > 0 and criteria["C"]["permutation_p"] < 0.05
     if {"dynadfq", "onehot"} <= set(pool_info):
         d = {n: pool_info[n]["w1_entropy_vs_real"] for n in ("bn", "onehot", "dynadfq", "random") if n in pool_info}
-        criteria["D"] = {"w1": d, "pass": d["dynadfq"] < d["onehot"]}
+        criteria["D"] = {"w1": d, "real_test_entropy_mean": float(fp_entropy.mean()),
+                         "pass": d["dynadfq"] <= 0.5 * d["onehot"]}  # "far more overlap": at most half the distance
     static = {b: groups.get(f"dynadfq-W{b}A{b}") for b in (2, 3, 4)}
     static_points = [(g["mean_bitops"], g["mean"]) for g in static.values() if g]
     dynamic = {k: g for k, g in groups.items() if "-dyn-" in k}
