@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
 import dynadfq_benchmark_runs as runs  # noqa: E402
 
 
@@ -50,5 +49,4 @@ def _seeds(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 if __name__ == "__main__":
-    common.REPO  # the helpers' paths are resolved on import
     main()
