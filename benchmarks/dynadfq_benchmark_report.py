@@ -60,6 +60,19 @@ def _interp_static(points: list[tuple[float, float]], bitops: float) -> float | 
     return float(np.interp(bitops, xs, ys)) if xs[0] <= bitops <= xs[-1] else None
 
 
+def _most_frequent_config_accuracy(setup, key: str, widths: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(accuracy, MBitOPs) of every test image at the selector's most frequent configuration — the same weights
+    without a selector (the static fallback export); the MBitOPs still count the selector, as the bundle's do."""
+    from qcompile.runtime import load
+
+    session = load(setup.cache / f"{key}.qcz", providers="cpu", intra_op_threads=1)
+    configs, counts = np.unique(widths, axis=0, return_counts=True)
+    config = np.searchsorted(session.candidates, configs[counts.argmax()])
+    x = setup.test_inputs()
+    pred = np.concatenate([session.run_config(x[i:i + 256], config).argmax(axis=1) for i in range(0, len(x), 256)])
+    return float((pred == y).mean()), float(session.bitops(configs[counts.argmax()][None])[0] / 1e6)
+
+
 def _permutation_p(similarity: np.ndarray, confusion: np.ndarray, rho: float, draws: int = 10_000) -> float:
     """One-sided p of Spearman ≥ ``rho`` with the 45 pairs' confusion counts shuffled (seed 0)."""
     from qcompile.synthesis.diagnostics import spearman
@@ -95,6 +108,8 @@ def _selector_analysis(setup, key: str, y: np.ndarray, fp_entropy: np.ndarray, w
            "recall": float(low[survives].mean()) if survives.any() else None,
            "accuracy_selected": float((z["pred"] == y).mean()),
            "accuracy_shuffled": float((z["pred_shuffled"] == y).mean())}
+    out["accuracy_most_frequent_config"], out["mbitops_most_frequent_config"] = \
+        _most_frequent_config_accuracy(setup, key, z["widths"], y)
     if w2_pred is not None:
         wrong = w2_pred != y
         out.update(bits_where_w2a2_wrong=float(bits[wrong].mean()), bits_where_w2a2_right=float(bits[~wrong].mean()))
@@ -183,12 +198,13 @@ def render(record: dict) -> str:
         ["variant", "mean MBitOPs", "acc %", "static curve at same BitOPs"], rows)]
     out += ["", "Selectors:", common.markdown_table(
         ["run", "mean bits", "ρ(bits, FP entropy)", "bits W2A2 wrong / right", "precision", "recall", "survive share",
-         "acc selected / shuffled"],
+         "acc selected / shuffled / most frequent config"],
         [[k, f"{s['mean_bits']:.2f}", f"{s['spearman_bits_fp_entropy']:.3f}",
           f"{s.get('bits_where_w2a2_wrong', float('nan')):.2f} / {s.get('bits_where_w2a2_right', float('nan')):.2f}",
           f"{s['precision']:.3f}" if s["precision"] is not None else "—",
           f"{s['recall']:.3f}" if s["recall"] is not None else "—", f"{s['survive_share']:.3f}",
-          f"{100 * s['accuracy_selected']:.2f} / {100 * s['accuracy_shuffled']:.2f}"] for k, s in record["selectors"].items()])]
+          f"{100 * s['accuracy_selected']:.2f} / {100 * s['accuracy_shuffled']:.2f} / "
+          f"{100 * s['accuracy_most_frequent_config']:.2f}"] for k, s in record["selectors"].items()])]
     out += ["", "Criteria:", json.dumps(record["criteria"], indent=1)]
     return "\n".join(out)
 
