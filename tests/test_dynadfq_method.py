@@ -153,3 +153,17 @@ def test_synthesize_compile_run_from_the_command_line(tmp_path):
     # BitOPs per image: the selector's share plus 2..4-bit layers (conv: 8·1·9·64 MACs, fc: 8·10)
     macs = 8 * 9 * 64 + 8 * 10
     assert scored["selector_bitops"] + 4 * macs <= scored["mean_bitops"] <= scored["selector_bitops"] + 16 * macs
+
+
+def test_static_width_takes_its_own_activation_width(pool_file):
+    """W2A4 (a §9 arm): --bits 2 with --a-bits 4 keeps 4-bit inputs; the selector's widths stay tied."""
+    path, model = pool_file
+    cm = qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq", a_bits=4,
+                          method_options={"bits": "2", "pool": str(path)})
+    assert (cm.plan.spec.w_bits, cm.plan.spec.a_bits) == (2, 4)
+    ops = [m for m in cm.graph_module.modules() if isinstance(m, QuantizedOp)]
+    assert ops and all(m.weight_quantizer.bits == 2 and m.input_quantizer.bits == 4 for m in ops)
+    assert cm.method.label(cm.plan.spec) == "dynadfq W2A4"
+    with pytest.raises(ConfigError, match="sets both widths"):
+        qcompile.compile(model, input_shape=(1, 1, 8, 8), method="dynadfq", a_bits=4,
+                         method_options={"bits": "2,3", "target_bitops": 2.5})

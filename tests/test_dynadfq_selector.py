@@ -261,3 +261,24 @@ def test_the_selector_runs_and_is_stored_at_8_bits(tmp_path):
     int8 = {i.name: list(i.dims) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
     assert sorted(int8.values()) == sorted([list(sel.hidden.weight.shape), list(sel.out.weight.shape)])
     assert not any(i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2 for i in graph.initializer)
+
+
+def test_selector_hidden_width_sets_the_stored_selector_size(tmp_path):
+    import zipfile
+
+    import onnx
+
+    sizes = {}
+    for hidden in (32, 4):
+        cm, _ = dynamic_model(selector_hidden=hidden)
+        assert cm.graph_module.bit_selector.hidden.out_features == hidden
+        assert cm.graph_module.bit_selector.macs == 66 * hidden + hidden * 3 * 3
+        cm.export(tmp_path / f"h{hidden}.qcz")
+        graph = onnx.load_from_string(zipfile.ZipFile(tmp_path / f"h{hidden}.qcz").read("selector.onnx")).graph
+        sizes[hidden] = sum(int(np.prod(i.dims)) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8)
+    assert sizes == {32: 66 * 32 + 32 * 9, 4: 66 * 4 + 4 * 9}  # 3 layers x 3 widths
+    with pytest.raises(qcompile.errors.ConfigError, match="from 1 to 1024"):
+        dynamic_model(selector_hidden=0)
+    with pytest.raises(qcompile.errors.ConfigError, match="one width"):
+        qcompile.compile(TinyBNNet().eval(), input_shape=(1, 1, 8, 8), method="dynadfq",
+                         method_options={"bits": "4", "selector_hidden": 8})

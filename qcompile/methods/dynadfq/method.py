@@ -1,7 +1,8 @@
 """The DynaDFQ plug-in: which hooks it overrides and with what.
 
 - ``plan_spec``: ``--bits B`` is the width of every quantized layer's weights and input activations
-  (W_bA_b, the configuration DynaDFQ's tables report); ``--a-bits none`` keeps activations float; with
+  (W_bA_b, the configuration DynaDFQ's tables report); ``--a-bits none`` keeps activations float, and a
+  static ``--bits B`` takes another ``--a-bits`` (W2A4: 2-bit weights, 4-bit inputs); with
   several candidates (``--bits 2,3,4``) the plan is at the widest, which calibration uses;
 - ``weight_quantizer``: the nested mid-rise per-channel quantizer (:mod:`.nested`) over the candidate
   widths, in use at B; a layer whose bits a policy or override chose (e.g. ``--first-layer 8bit``) keeps
@@ -52,15 +53,17 @@ class DynaDFQ(Method):
 
     def plan_spec(self, spec: QuantSpec) -> QuantSpec:
         b = self.settings.width
-        if spec.w_bits not in (API_DEFAULT_BITS[0], b) or spec.a_bits not in (API_DEFAULT_BITS[1], b, None):
+        own_a_bits = not self.settings.dynamic and spec.a_bits not in (API_DEFAULT_BITS[1], b, None)
+        if spec.w_bits not in (API_DEFAULT_BITS[0], b) or (self.settings.dynamic and spec.a_bits not in
+                                                           (API_DEFAULT_BITS[1], b, None)):
             raise ConfigError(f"--method dynadfq sets both widths with --bits {b}, but --w-bits {spec.w_bits} / "
                               f"--a-bits {spec.a_bits} ask for others",
                               hint=f"drop --w-bits/--a-bits (or give --bits as the width you want); --a-bits none "
-                                   "keeps activations float")
+                                   "keeps activations float; a static --bits B takes another --a-bits (e.g. W2A4)")
         if spec.quantizer != "uniform":
             raise ConfigError(f"--method dynadfq uses its own nested weight quantizer, not --quantizer {spec.quantizer}",
                               hint="drop --quantizer")
-        return replace(spec, w_bits=b, a_bits=None if spec.a_bits is None else b)
+        return replace(spec, w_bits=b, a_bits=spec.a_bits if own_a_bits or spec.a_bits is None else b)
 
     def weight_quantizer(self, site):
         if site.reason or site.w_bits != self.settings.width:
@@ -68,12 +71,15 @@ class DynaDFQ(Method):
         return NestedWeightQuantizer(self.settings.bits, bits=self.settings.width, per_channel=site.per_channel)
 
     def activation_quantizer(self, site, signed: bool):
+        if not self.settings.dynamic and site.a_bits is not None and not site.reason:  # e.g. W2A4's A4
+            return MultiBitActivationQuantizer((site.a_bits,), signed=signed, bits=site.a_bits)
         if site.a_bits != self.settings.width:
             return super().activation_quantizer(site, signed)
         return MultiBitActivationQuantizer(self.settings.bits, signed=signed, bits=self.settings.width)
 
     def extra_passes(self, plan):
-        return [InsertBitSelector(self.settings.bits)] if self.settings.dynamic else []
+        return [InsertBitSelector(self.settings.bits, hidden=self.settings.selector_hidden)] \
+            if self.settings.dynamic else []
 
     def export_passes(self, plan):
         """With the selector, :meth:`deployable` is the static fallback (:class:`FixWidths`: each layer at

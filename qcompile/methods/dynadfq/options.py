@@ -8,7 +8,8 @@
 - ``target_bitops``: the selector's mean-BitOPs target as an equivalent width T (the cost of the same
   layers at static W_T A_T, selector included; see :mod:`.regulariser`); needed with several widths.
 - ``bit_weight``: λ of the BitOPs regulariser (default 1); ``selector_lr``: the selector's learning rate
-  (default 1e-2; the weights train at ``--lr``).
+  (default 1e-2; the weights train at ``--lr``); ``selector_hidden``: the selector's hidden width (default
+  32; its weights are 66·h + h·L·K int8 bytes, which matter against a small model's file).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class DynaDFQOptions:
     target_bitops: float | None = None
     bit_weight: float = 1.0
     selector_lr: float = 1e-2
+    selector_hidden: int = 32
 
     @property
     def width(self) -> int:
@@ -53,23 +55,25 @@ class DynaDFQOptions:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> DynaDFQOptions:
-        unknown = sorted(set(options) - {"bits", "pool", "target_bitops", "bit_weight", "selector_lr"})
+        unknown = sorted(set(options) - {"bits", "pool", "target_bitops", "bit_weight", "selector_lr", "selector_hidden"})
         if unknown:
             raise ConfigError(f"unknown DynaDFQ option(s) {', '.join(unknown)}",
-                              hint="DynaDFQ takes bits, pool, target_bitops, bit_weight and selector_lr")
+                              hint="DynaDFQ takes bits, pool, target_bitops, bit_weight, selector_lr and selector_hidden")
         bits = parse_bits(options.get("bits", 4))
         target, given_weight = options.get("target_bitops"), options.get("bit_weight")
         weight = 1.0 if given_weight is None else float(given_weight)
-        given_lr = options.get("selector_lr")
+        given_lr, given_hidden = options.get("selector_lr"), options.get("selector_hidden")
         selector_lr = 1e-2 if given_lr is None else float(given_lr)
+        hidden = 32 if given_hidden is None else given_hidden
         listed = ",".join(map(str, bits))
         if len(bits) > 1 and target is None:
             raise ConfigError(f"--bits {listed} gives the bit selector several widths, but no --target-bitops",
                               hint=f"add --target-bitops T, the mean cost as an equivalent width from {bits[0]} to "
                                    f"{bits[-1]} (e.g. {(bits[0] + bits[-1]) / 2:g}: the cost of W{(bits[0] + bits[-1]) / 2:g}A"
                                    f"{(bits[0] + bits[-1]) / 2:g})")
-        if len(bits) == 1 and (target is not None or given_weight is not None or given_lr is not None):
-            raise ConfigError(f"--target-bitops, --bit-weight and --selector-lr steer the bit selector, which one width (--bits {listed}) "
+        if len(bits) == 1 and any(v is not None for v in (target, given_weight, given_lr, given_hidden)):
+            raise ConfigError(f"--target-bitops, --bit-weight, --selector-lr and --selector-hidden steer the bit selector, "
+                              f"which one width (--bits {listed}) "
                               "does not have", hint="give several candidate widths, e.g. --bits 2,3,4, or drop them")
         if target is not None and not bits[0] <= float(target) <= bits[-1]:
             raise ConfigError(f"--target-bitops {target} is outside the candidate widths {bits[0]}..{bits[-1]} "
@@ -78,9 +82,12 @@ class DynaDFQOptions:
         if not weight >= 0 or not selector_lr > 0:
             raise ConfigError(f"--bit-weight {weight} must be >= 0 and --selector-lr {selector_lr} > 0",
                               hint="e.g. --bit-weight 1 --selector-lr 0.01")
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or not 1 <= hidden <= 1024:
+            raise ConfigError(f"--selector-hidden {hidden!r} is not a width from 1 to 1024",
+                              hint="e.g. --selector-hidden 8 (a smaller selector file) or 32 (the default)")
         pool = options.get("pool")
         return cls(bits, None if pool is None else str(pool), None if target is None else float(target), weight,
-                   selector_lr)
+                   selector_lr, hidden)
 
 
 CLI_OPTIONS = CliOptions(
@@ -99,5 +106,7 @@ CLI_OPTIONS = CliOptions(
         CliOption("--bit-weight", "bit_weight", "Weight of the BitOPs regulariser [default: 1].", type=float, min=0),
         CliOption("--selector-lr", "selector_lr", "Learning rate of the bit selector (the weights use --lr) "
                   "[default: 0.01].", type=float, min=0),
+        CliOption("--selector-hidden", "selector_hidden", "Hidden width of the bit selector (smaller: a smaller "
+                  "file) [default: 32].", type=int, min=1),
     ),
 )
