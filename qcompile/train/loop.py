@@ -49,6 +49,7 @@ from qcompile.errors import ConfigError
 from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
 from qcompile.train.batches import Batches, check_dataset
+from qcompile.train.batchnorm_stats import freeze_batchnorm
 from qcompile.train.code_flips import Snapshot, annotate_epoch, code_snapshot
 from qcompile.train.config import TrainConfig, resolve_device
 from qcompile.train.data_parallel import data_parallel
@@ -236,6 +237,8 @@ class _Trainer:
         run, strategy = self.run, self.strategy
         mark = time.perf_counter()
         order = epoch_permutation(len(self.batches.y), self.config.seed, run.epoch)
+        if self.config.batchnorm_frozen(run.epoch):  # again each epoch: a resume starts in train mode
+            freeze_batchnorm(self.model)
         parallel = self.parallel
         select = parallel.select if parallel is not None else None
         for inputs, targets in self.batches.in_order(order, start=run.step_in_epoch, select=select):
