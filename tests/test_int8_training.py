@@ -89,3 +89,16 @@ def test_freeze_bn_after_is_validated():
     with pytest.raises(ConfigError, match="freeze_bn_after must be None or an integer >= 0"):
         TrainConfig(freeze_bn_after=-1)
     assert TrainConfig(freeze_bn_after=2).batchnorm_frozen(2) and not TrainConfig(freeze_bn_after=2).batchnorm_frozen(1)
+
+
+@pytest.mark.filterwarnings("ignore:the BatchNorm statistics are those of the float weights")
+def test_a_resumed_run_trains_with_the_statistics_still_frozen(tmp_path):
+    cm, splits = _compiled(SignedConvNet)  # 256 training images: 4 steps per epoch
+    options = {"epochs": 2, "freeze_bn_after": 1, "lr": 1e-2, "batch_size": 64, "progress": False,
+               "checkpoint_dir": tmp_path, "bn_reestimate_batches": 0}
+    cm.finetune(splits, max_steps=6, **options)  # stops inside the frozen epoch
+    frozen = {k: v.clone() for k, v in cm.graph_module.state_dict().items() if k.endswith("running_mean")}
+    cm.graph_module.train()  # as a fresh process would load it
+    cm.finetune(splits, resume=True, **options)
+    after = cm.graph_module.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())
