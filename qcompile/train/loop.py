@@ -23,6 +23,9 @@ What it guarantees:
 8. Data-parallel under torchrun: each rank trains on its shard of every global batch, and the strategy's
    gradient averager makes the update the full batch's (:mod:`qcompile.train.data_parallel`); rank 0
    alone checkpoints and draws progress.
+9. From epoch ``config.freeze_bn_after`` on, every BatchNorm is put in eval mode at each epoch's start (frozen
+   running statistics; again after a resume), so BN folds into its op and an ``ort-int8`` model trains the
+   integer kernels' forward (:func:`~qcompile.train.batchnorm_stats.freeze_batchnorm`).
 
 Callbacks ``cb(event, state)`` get ``'step_end'`` after every step and ``'epoch_end'`` after each
 epoch (after evaluation), both before that point's checkpoint is written, so changes a callback
