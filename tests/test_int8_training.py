@@ -102,3 +102,22 @@ def test_a_resumed_run_trains_with_the_statistics_still_frozen(tmp_path):
     cm.finetune(splits, resume=True, **options)
     after = cm.graph_module.state_dict()
     assert all(torch.equal(after[k], v) for k, v in frozen.items())
+
+
+def test_cli_freeze_bn_after_trains_and_keeps_parity(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import digits_cnn_file
+    from qcompile.cli.main import cli
+
+    model, weights = digits_cnn_file(tmp_path)
+    base = ["compile", f"{model}:build", "--weights", weights, "--input-shape", "1,1,8,8", "--target", "ort-int8",
+            "--out", tmp_path / "m.onnx", "--run-dir", tmp_path / "run", "--json"]
+    result = CliRunner().invoke(cli, [str(a) for a in base + ["--epochs", "2", "--freeze-bn-after", "1"]])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["parity"]["max_abs_diff"] == 0.0 and summary["parity"]["agreement"] == 1.0
+    refused = CliRunner().invoke(cli, [str(a) for a in base + ["--freeze-bn-after", "-1"]])
+    assert refused.exit_code == 2 and "--freeze-bn-after" in refused.output
