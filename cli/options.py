@@ -216,6 +216,10 @@ def train_options(min_epochs: int) -> Callable[[Callable[..., Any]], Callable[..
         click.Option(["--bn-reestimate", "bn_reestimate_batches"], type=click.IntRange(min=0), default=None,
                      metavar="BATCHES", help="After calibration and after training, recompute BatchNorm statistics with "
                      "the quantized weights on this many training batches; 0 = off [default: 64]."),
+        click.Option(["--freeze-bn-after"], type=click.IntRange(min=0), default=None, metavar="EPOCH",
+                     help="From this epoch (0-based) on, BatchNorm trains with frozen running statistics, folded into "
+                          "the op; with --target ort-int8 those epochs train the integer kernels' arithmetic, and the "
+                          "statistics are not re-estimated after training [default: off, batch statistics]."),
         click.Option(["--max-steps"], type=click.IntRange(min=1), default=None,
                      help="Stop after N optimizer steps in total (quick runs)."),
         click.Option(["--sync-bn", "sync_bn"], is_flag=True, default=None,

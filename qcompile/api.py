@@ -238,7 +238,10 @@ class CompiledModel:
         """QAT on ``data``; activation ranges follow an EMA for ``freeze_act_after`` epochs, then freeze.
 
         After training, BatchNorm statistics are re-estimated with the final weights on
-        ``bn_reestimate_batches`` training batches (0 = off; see :mod:`qcompile.train.batchnorm_stats`).
+        ``bn_reestimate_batches`` training batches (0 = off; see :mod:`qcompile.train.batchnorm_stats`),
+        unless ``freeze_bn_after`` froze them for the last epochs: then the model those epochs trained is kept.
+        With frozen statistics and frozen ranges, an ``ort-int8`` model trains through the integer kernels'
+        arithmetic, the forward its export runs (see :mod:`qcompile.integer`).
         ``train_options`` are :class:`~qcompile.train.TrainConfig` fields (epochs, lr, optimizer, kd_alpha, ...).
         Given with a ``config``, they override its fields (``finetune(config=base, lr=1e-3)`` is ``base`` with
         lr=1e-3), and the result is validated as a whole; an unknown name is a ConfigError. ``mean``/``std``
@@ -260,7 +263,11 @@ class CompiledModel:
                           teacher=teacher, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                           callbacks=(freeze_ranges,), task=self.task)
         self._record(result, resume)
-        if result.completed and bn_reestimate_batches > 0 and not self.method.keeps_batchnorm_statistics(splits):
+        # Statistics frozen for the last epochs are part of the model those epochs trained: re-estimating them
+        # would change it.
+        frozen = config.batchnorm_frozen(config.epochs - 1)
+        if result.completed and bn_reestimate_batches > 0 and not frozen \
+                and not self.method.keeps_batchnorm_statistics(splits):
             reestimate_batchnorm(self.graph_module, splits.train, batches=bn_reestimate_batches,
                                  batch_size=config.batch_size, mean=config.mean, std=config.std, task=self.task)
             if splits.test is not None and result.history:

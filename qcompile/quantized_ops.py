@@ -26,9 +26,10 @@ from qcompile.quantizers.base import WeightQuantizer, along_axis
 
 
 def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """(g, h) with BN(y) = g·y + h per channel, from running statistics."""
-    gamma = bn.weight.detach() if bn.affine else torch.ones_like(bn.running_var)
-    beta = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    """(g, h) with BN(y) = g·y + h per channel, from running statistics. Not detached: with its statistics
+    frozen during QAT (``TrainConfig.freeze_bn_after``) BN's γ, β and the op's bias train through the fold."""
+    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
     g = gamma / torch.sqrt(bn.running_var + bn.eps)
     return g, beta - bn.running_mean * g
 
@@ -36,7 +37,7 @@ def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.
 def fold_affine(channel_scale: torch.Tensor, bias: torch.Tensor | None, g: torch.Tensor,
                 h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """BN(acc·s·cs + b) = acc·s·(cs·g) + (b·g + h): the one place this arithmetic is written."""
-    base = bias.detach() if bias is not None else torch.zeros_like(g)
+    base = bias if bias is not None else torch.zeros_like(g)
     return channel_scale * g, base * g + h
 
 
@@ -74,8 +75,8 @@ class QuantizedOp(nn.Module):
         return fold_affine(self.channel_scale, self.bias, *bn_affine(bn))
 
     def _bn_folded(self) -> bool:
-        """An attached BatchNorm in training mode (e.g. statistics being re-estimated) still follows the op:
-        the op's output is then pre-BN, not yet on the next grid."""
+        """An attached BatchNorm in training mode (batch statistics: QAT before ``freeze_bn_after``, or statistics
+        being re-estimated) still follows the op: the op's output is then pre-BN, not yet on the next grid."""
         return self.attached_bn is None or not self.attached_bn.training
 
     def _ranges_known(self) -> bool:
@@ -108,7 +109,7 @@ class QuantizedOp(nn.Module):
             y = self._op(x, w)
         else:
             x_ints, x_scale = self.input_quantizer.decompose(x)
-            if self.integer_kernel and not self.training and self._bn_folded() and self._ranges_known():
+            if self.integer_kernel and self._bn_folded() and self._ranges_known():
                 from qcompile.integer.kernel import integer_forward
                 return integer_forward(self, x_ints, x_scale, w_ints, self.output_scale(w_scale, None, channel_scale),
                                        bias)

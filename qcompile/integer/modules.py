@@ -1,9 +1,10 @@
 """The residual addition and global average pool of the ``ort-int8`` target.
 
-Each owns (or shares, see ``passes.integer_kernels``) the quantizers of its inputs and output. In eval,
-once those ranges are settled, it computes what onnxruntime's QLinearAdd / QLinearGlobalAveragePool
-compute on the codes (:mod:`.arith`) and returns the output codes times their scale. In training and
-calibration it is the float op between fake quantizers, so ranges are observed on true values.
+Each owns (or shares, see ``passes.integer_kernels``) the quantizers of its inputs and output. Once
+those ranges are settled (eval, or training after the ranges froze) it computes what onnxruntime's
+QLinearAdd / QLinearGlobalAveragePool compute on the codes (:mod:`.arith`, straight-through rounding, so
+QAT trains through it) and returns the output codes times their scale. While ranges are still observed
+(calibration, the first QAT epochs) it is the float op between fake quantizers, so they see true values.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import nn
 
 from qcompile.integer import arith
 from qcompile.quantizers.activation import ActivationQuantizer
+from qcompile.quantizers.ste import round_ste
 
 
 def fake_quantize(q: ActivationQuantizer, x: torch.Tensor) -> torch.Tensor:
@@ -26,8 +28,8 @@ def grid(q: ActivationQuantizer) -> tuple:
 
 
 def codes_of(q: ActivationQuantizer, x: torch.Tensor) -> torch.Tensor:
-    """The codes of a tensor already on ``q``'s grid (exact: it is codes · scale)."""
-    return torch.clamp(torch.round(x / q.scale()), q.qmin, q.qmax)
+    """The codes of a tensor already on ``q``'s grid (exact: it is codes · scale); straight-through gradient."""
+    return torch.clamp(round_ste(x / q.scale()), q.qmin, q.qmax)
 
 
 class QuantAdd(nn.Module):
@@ -39,7 +41,7 @@ class QuantAdd(nn.Module):
         self.relu = relu
 
     def integer_ready(self) -> bool:
-        return not self.training and all(q.settled() for q in (self.a_quantizer, self.b_quantizer,
+        return all(q.settled() for q in (self.a_quantizer, self.b_quantizer,
                                                                self.output_quantizer))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,7 @@ class QuantGlobalPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qi, qo = self.input_quantizer, self.output_quantizer
-        if not self.training and qi.settled() and qo.settled():
+        if qi.settled() and qo.settled():
             return arith.global_pool_codes(codes_of(qi, x), qi.scale(), qo.scale(), qo.qmin, qo.qmax) * qo.scale()
         x = fake_quantize(qi, x)
         return torch.mean(x.double(), dim=tuple(range(2, x.dim())), keepdim=True).to(x.dtype)

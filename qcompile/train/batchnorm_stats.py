@@ -24,6 +24,16 @@ def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Put every BatchNorm in eval mode (running statistics, not updated) inside a model that trains.
+
+    Why: with batch statistics an op's output is normalised per batch, so it cannot be requantised to the next
+    grid as the exported (folded) model does. Frozen, BN folds into the op (``passes.attach_batchnorm``) and
+    on the ``ort-int8`` target QAT runs the integer kernels' arithmetic (Jacob et al. 2018 freeze BN likewise)."""
+    for bn in batchnorms(model):
+        bn.eval()
+
+
 @torch.no_grad()
 def reestimate_batchnorm(model: nn.Module, dataset: Any, *, batches: int = 64, batch_size: int = 64,
                          mean: Sequence[float] | None = None, std: Sequence[float] | None = None,

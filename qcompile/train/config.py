@@ -45,6 +45,9 @@ class TrainConfig:
     std: tuple[float, ...] | None = None
     max_steps: int | None = None
     sync_bn: bool = False  # under several ranks: BatchNorm trains on the global batch's statistics
+    # From this epoch (0-based) on, BatchNorm uses its running statistics, frozen (None: batch statistics
+    # throughout). Folded into the op, they let the ort-int8 target train its integer-kernel forward.
+    freeze_bn_after: int | None = None
 
     def __post_init__(self) -> None:
         self.mean = _as_floats("mean", self.mean)
@@ -66,6 +69,10 @@ class TrainConfig:
                 hint=f"accepted options: {', '.join(sorted(known))}",
             )
         return cls(**data)
+
+    def batchnorm_frozen(self, epoch: int) -> bool:
+        """Does BatchNorm use frozen running statistics in ``epoch`` (0-based)?"""
+        return self.freeze_bn_after is not None and epoch >= self.freeze_bn_after
 
     def should_evaluate(self, epoch: int) -> bool:
         """Evaluate after ``epoch`` (0-based)? Every ``eval_every`` epochs, and always after the last."""
@@ -139,6 +146,9 @@ def _validate(c: TrainConfig) -> None:
              "leave max_steps=None to train for all epochs")
     require(isinstance(c.sync_bn, bool), f"sync_bn must be True or False, got {c.sync_bn!r}",
             "sync_bn=True normalises BatchNorm with the whole global batch under torchrun")
+    require(c.freeze_bn_after is None or (is_int(c.freeze_bn_after) and c.freeze_bn_after >= 0),
+            f"freeze_bn_after must be None or an integer >= 0 (epochs), got {c.freeze_bn_after!r}",
+            "e.g. freeze_bn_after=2 with epochs=3 trains the last epoch with frozen BatchNorm statistics")
     _validate_normalisation(c.mean, c.std)
 
 

@@ -23,6 +23,9 @@ What it guarantees:
 8. Data-parallel under torchrun: each rank trains on its shard of every global batch, and the strategy's
    gradient averager makes the update the full batch's (:mod:`qcompile.train.data_parallel`); rank 0
    alone checkpoints and draws progress.
+9. From epoch ``config.freeze_bn_after`` on, every BatchNorm is put in eval mode at each epoch's start (frozen
+   running statistics; again after a resume), so BN folds into its op and an ``ort-int8`` model trains the
+   integer kernels' forward (:func:`~qcompile.train.batchnorm_stats.freeze_batchnorm`).
 
 Callbacks ``cb(event, state)`` get ``'step_end'`` after every step and ``'epoch_end'`` after each
 epoch (after evaluation), both before that point's checkpoint is written, so changes a callback
@@ -49,6 +52,7 @@ from qcompile.errors import ConfigError
 from qcompile.tasks import Task, get_task
 from qcompile.train import checkpoint as ckpt
 from qcompile.train.batches import Batches, check_dataset
+from qcompile.train.batchnorm_stats import freeze_batchnorm
 from qcompile.train.code_flips import Snapshot, annotate_epoch, code_snapshot
 from qcompile.train.config import TrainConfig, resolve_device
 from qcompile.train.data_parallel import data_parallel
@@ -236,6 +240,8 @@ class _Trainer:
         run, strategy = self.run, self.strategy
         mark = time.perf_counter()
         order = epoch_permutation(len(self.batches.y), self.config.seed, run.epoch)
+        if self.config.batchnorm_frozen(run.epoch):  # again each epoch: a resume starts in train mode
+            freeze_batchnorm(self.model)
         parallel = self.parallel
         select = parallel.select if parallel is not None else None
         for inputs, targets in self.batches.in_order(order, start=run.step_in_epoch, select=select):
