@@ -236,6 +236,26 @@ def summary(values_ms: Sequence[float]) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- output
+def interleaved_rounds(runners: dict, inputs: dict, calls_per_round: dict, rounds: int) -> dict:
+    """Latency of several contenders timed in turns: each round runs every contender (the order rotated by one
+    each round) for ``calls_per_round[batch]`` calls at each batch size of ``inputs``.
+    ``{(name, batch): {"round_medians": [ms per round], "calls": [ms per call]}}``."""
+    names = list(runners)
+    out = {(n, b): {"round_medians": [], "calls": []} for n in names for b in inputs}
+    for r in range(rounds):
+        for j in range(len(names)):
+            name = names[(j + r) % len(names)]
+            for b in inputs:
+                burst = []
+                for _ in range(calls_per_round[b]):
+                    start = time.perf_counter_ns()
+                    runners[name](inputs[b])
+                    burst.append((time.perf_counter_ns() - start) / 1e6)
+                out[(name, b)]["calls"] += burst
+                out[(name, b)]["round_medians"].append(median(burst))
+    return out
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
         return "—" if v is None else str(v)

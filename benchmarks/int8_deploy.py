@@ -160,17 +160,9 @@ def time_case(case: dict, rounds: int, warmup: int) -> None:
         for b in BATCHES:
             for _ in range(warmup):
                 runners[name](inputs[b])
-    medians = {(n, b): [] for n in names for b in BATCHES}
-    for r in range(rounds):
-        for j in range(len(names)):
-            name = names[(j + r) % len(names)]
-            for b in BATCHES:
-                burst = []
-                for _ in range(CALLS_PER_ROUND[b]):
-                    start = time.perf_counter_ns()
-                    runners[name](inputs[b])
-                    burst.append((time.perf_counter_ns() - start) / 1e6)
-                medians[(name, b)].append(common.median(burst))
+    timing = common.interleaved_rounds({n: runners[n] for n in names}, {b: inputs[b] for b in BATCHES},
+                                       CALLS_PER_ROUND, rounds)
+    medians = {key: value["round_medians"] for key, value in timing.items()}
     for name in names:
         row = case["rows"][name]
         for b in BATCHES:

@@ -77,20 +77,8 @@ def with_accuracy_level(src: Path, dst: Path, level: int) -> None:
 
 def interleaved_latency(sessions: dict, inputs: dict, rounds: int) -> dict:
     """``{(name, batch): {"round_medians": [...], "calls": [...]}}``, contenders rotated every round."""
-    names = list(sessions)
-    out = {(n, b): {"round_medians": [], "calls": []} for n in names for b in BATCHES}
-    for r in range(rounds):
-        for j in range(len(names)):
-            name = names[(j + r) % len(names)]
-            for b in BATCHES:
-                burst = []
-                for _ in range(CALLS_PER_ROUND[b]):
-                    start = time.perf_counter_ns()
-                    sessions[name].run(inputs[b])
-                    burst.append((time.perf_counter_ns() - start) / 1e6)
-                out[(name, b)]["calls"] += burst
-                out[(name, b)]["round_medians"].append(common.median(burst))
-    return out
+    runners = {name: session.run for name, session in sessions.items()}
+    return common.interleaved_rounds(runners, {b: inputs[b] for b in BATCHES}, CALLS_PER_ROUND, rounds)
 
 
 def render(record: dict) -> str:
