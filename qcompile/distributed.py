@@ -21,6 +21,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -121,10 +122,24 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def teardown() -> None:
-    """Leave the process group (harmless when none was joined)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(clean: bool | None = None) -> None:
+    """Leave the process group (harmless when none was joined).
+
+    On a clean exit the ranks first meet at a barrier, so none closes its gloo connections while a peer still
+    works (rank 0 often writes files after the others are done): a rank that destroyed its group and exited
+    under a peer's open connections was seen to abort in ``std::terminate``. After an error there is no
+    barrier (a peer may be blocked in another collective; torchrun ends the job). ``clean=None`` reads it from
+    the exception being handled, if any (as in a click close callback: ``Exit(0)`` is clean). The group's
+    objects are then collected while the interpreter is still whole, not during its finalisation."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean is None:
+        error = sys.exc_info()[1]
+        clean = error is None or getattr(error, "exit_code", None) == 0
+    if clean and dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def refuse(what: str) -> None:

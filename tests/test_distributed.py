@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import torch
 
@@ -168,3 +169,23 @@ def test_nproc_launches_torchrun_with_the_cores_split_when_omp_num_threads_is_un
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="torchrun already started"):
         distributed.launch_command(2, [])
+
+
+
+@pytest.mark.parametrize("error, barrier", [(None, True), (click.exceptions.Exit(0), True), (RuntimeError("x"), False),
+                                            (click.exceptions.Exit(2), False)])
+def test_teardown_meets_the_other_ranks_only_on_a_clean_exit(monkeypatch, error, barrier):
+    """A clean exit (no exception, or click's Exit(0)) waits for every rank before closing connections (rank 0
+    may still be writing); after an error it must not: a peer may be blocked in another collective."""
+    calls = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: calls.append("destroy"))
+    try:
+        if error is not None:
+            raise error
+        distributed.teardown()
+    except BaseException:
+        distributed.teardown()
+    assert calls == (["barrier", "destroy"] if barrier else ["destroy"])

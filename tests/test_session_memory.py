@@ -11,7 +11,8 @@ from qcompile.runtime import memory
 from qcompile.runtime.bench import benchmark
 from qcompile.runtime.cli.bench import render
 
-K, N, BLOCK = 2048, 1024, 32  # an 8 MiB float32 weight, 1 MiB as 4-bit codes
+K, N, BLOCK = 4096, 2048, 32  # a 32 MiB float32 weight, 4 MiB as 4-bit codes (+1 MiB of scales): well above
+MIB = 2**20                   # the few MiB by which allocator arenas and thread pools make RSS readings vary
 
 
 def _write(path, node, initializers, opsets=(("", 21),)):
@@ -40,10 +41,10 @@ def models(tmp_path_factory):
 def test_rss_growth_follows_the_weights_held_in_memory(models):
     fp32, nbits = (memory.session_memory(path) for path in models)
     assert fp32["note"] is None and fp32["rss_after_bytes"] - fp32["rss_before_bytes"] == fp32["rss_growth_bytes"]
-    assert fp32["rss_growth_bytes"] >= 8 * 2**20  # the float32 weight is resident
-    assert nbits["rss_growth_bytes"] < 4 * 2**20  # the packed one: 1 MiB of codes, 256 KiB of scales
+    assert fp32["rss_growth_bytes"] >= 32 * MIB  # the float32 weight is resident
+    assert nbits["rss_growth_bytes"] < 12 * MIB  # the packed one: 4 MiB of codes, 1 MiB of scales
     assert fp32["process_setup_bytes"] > 0  # onnxruntime's one-time set-up, paid by the warm-up session
-    assert fp32["rss_growth_bytes"] - nbits["rss_growth_bytes"] >= 5 * 2**20  # the 4-bit one is 7 MiB smaller
+    assert fp32["rss_growth_bytes"] - nbits["rss_growth_bytes"] >= 20 * MIB  # the 4-bit one is 27 MiB smaller
 
 
 def test_bench_reports_memory_in_the_table_and_the_document(models):
