@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import datetime
 import gc
+import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -140,6 +141,30 @@ def teardown(clean: bool | None = None) -> None:
         dist.barrier()
     dist.destroy_process_group()
     gc.collect()
+
+
+def run_rank(entry: Callable[[], object]) -> NoReturn:
+    """Run a rank's command, then leave the process at once with its exit code.
+
+    By the time ``entry`` returns, the command has left the process group (:func:`teardown`) and written
+    its files atomically; what remains is the interpreter's finalisation, where a C++ thread of the
+    distributed backend destroyed while still joinable aborts a finished rank (``std::terminate``, SIGABRT)
+    once in a while — torchrun then reports a job whose work was done as failed. So the rank flushes its
+    output and logs and ends with ``os._exit``. An exception other than ``SystemExit`` (a bug: click
+    already turned user errors into exit codes) propagates as usual, with its traceback."""
+    try:
+        entry()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    if not isinstance(code, int):  # SystemExit("message") prints the message and exits 1, as Python does
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def refuse(what: str) -> None:

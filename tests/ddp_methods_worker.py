@@ -123,4 +123,4 @@ def main(out: Path, codec_model: Path, photos: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    distributed.run_rank(lambda: main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))

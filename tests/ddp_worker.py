@@ -89,4 +89,4 @@ def main(scenario: str, out: Path, *args: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), *sys.argv[3:])
+    distributed.run_rank(lambda: main(sys.argv[1], Path(sys.argv[2]), *sys.argv[3:]))

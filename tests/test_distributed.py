@@ -189,3 +189,34 @@ def test_teardown_meets_the_other_ranks_only_on_a_clean_exit(monkeypatch, error,
     except BaseException:
         distributed.teardown()
     assert calls == (["barrier", "destroy"] if barrier else ["destroy"])
+
+
+class _Exited(Exception):
+    """Stands in for os._exit in tests: carries the code."""
+
+
+@pytest.mark.parametrize("outcome, code, message", [(None, 0, ""), (SystemExit(0), 0, ""), (SystemExit(2), 2, ""),
+                                                     (SystemExit(None), 0, ""), (SystemExit("bad"), 1, "bad\n")])
+def test_a_rank_leaves_with_its_commands_exit_code_after_flushing(monkeypatch, capsys, outcome, code, message):
+    """run_rank skips the interpreter's finalisation (where a backend thread can abort a finished rank) but keeps
+    the exit code, and prints a SystemExit message as Python would."""
+    def entry():
+        print("written", flush=False)
+        if outcome is not None:
+            raise outcome
+
+    def fake_exit(status):
+        raise _Exited(status)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(_Exited) as exited:
+        distributed.run_rank(entry)
+    assert exited.value.args == (code,)
+    captured = capsys.readouterr()
+    assert captured.out == "written\n" and captured.err == message
+
+
+def test_a_rank_that_hits_a_bug_raises_it_with_its_traceback(monkeypatch):
+    monkeypatch.setattr(os, "_exit", lambda status: pytest.fail("a bug must not be turned into an exit code"))
+    with pytest.raises(ValueError, match="bug"):
+        distributed.run_rank(lambda: (_ for _ in ()).throw(ValueError("bug")))
