@@ -46,8 +46,9 @@ DEFAULT_SPINNING = False
 
 
 def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
-    """``"auto"``: CUDA then CPU when CUDA is available, else CPU. Otherwise the names given
-    (full provider names, or ``"cpu"``/``"cuda"``), checked."""
+    """``"auto"``: CUDA then CPU when CUDA is available, else CPU (an ``ort-int8`` graph runs on the CPU
+    whatever this says: :meth:`Engine.providers_for`). Otherwise the names given (full provider names, or
+    ``"cpu"``/``"cuda"``), checked."""
     available = ort.get_available_providers()
     if providers == "auto":
         return [CUDA, CPU] if CUDA in available else [CPU]

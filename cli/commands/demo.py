@@ -42,5 +42,5 @@ def render_demo(console: Console, r: dict[str, Any]) -> None:
     console.print(f"PyTorch, ORT: test accuracy of the same model in each; max|Δ|: largest |ORT − PyTorch| logit; "
                   f"target: what the file runs on (compile's default, auto, picks ort-int8 where onnxruntime's "
                   f"integer kernels apply on x86, else exact); b=N ms: median onnxruntime latency of a batch of N. "
-                  f"W1 is BWN (binary ±α weights, α = mean|W|); activations are 8-bit; quantized models were finetuned with distillation "
-                  f"from fp32. Files in {r['out_dir']}/", markup=False)
+                  f"W1 is BWN (binary ±α weights, α = mean|W|); activations are 8-bit; quantized models were "
+                  f"finetuned with distillation from fp32. Files in {r['out_dir']}/", markup=False)
