@@ -59,21 +59,24 @@ def integer_kernel_obstacle(spec: QuantSpec) -> Obstacle | None:
         return Obstacle(f"--method {spec.method} has no integer kernels; ort-int8 needs --method ste",
                         f"--target ort-int8 is implemented for --method ste, got --method {spec.method}",
                         f"use --method ste with --target ort-int8, {_HINT}")
-    if spec.a_bits is None or spec.a_bits != 8:
+    if spec.a_bits != 8:
         reason = ("weights-only model: no activation quantizers" if spec.a_bits is None
                   else f"activations are {spec.a_bits}-bit; ort-int8 needs --a-bits 8")
-        return Obstacle(reason, f"--target ort-int8 runs 8-bit activations on integer kernels, got --a-bits {spec.a_bits}",
+        return Obstacle(reason,
+                        f"--target ort-int8 runs 8-bit activations on integer kernels, got --a-bits {spec.a_bits}",
                         f"use --a-bits 8 with --target ort-int8, {_HINT} for other widths")
     low = sorted(p for p, b in spec.overrides.items() if 0 < b < 2)
-    if spec.quantizer != "uniform" or not 2 <= spec.w_bits <= 8 or low:
-        reason = (f"--quantizer {spec.quantizer} weights; ort-int8 needs symmetric uniform ones"
-                  if spec.quantizer != "uniform" else
-                  f"{spec.w_bits}-bit weights; ort-int8 needs 2..8 bits" if not 2 <= spec.w_bits <= 8 else
-                  f"--layer-bits {low[0]}={spec.overrides[low[0]]}; ort-int8 needs 2..8-bit weights")
-        return Obstacle(reason, f"--target ort-int8 needs symmetric uniform weights of 2..8 bits, got --quantizer "
-                                f"{spec.quantizer} --w-bits {spec.w_bits}" + (f" --layer-bits {low[0]}=1" if low else ""),
-                        f"use --quantizer uniform --w-bits 2..8 with --target ort-int8, {_HINT}")
-    return None
+    if spec.quantizer != "uniform":
+        reason = f"--quantizer {spec.quantizer} weights; ort-int8 needs symmetric uniform ones"
+    elif not 2 <= spec.w_bits <= 8:
+        reason = f"{spec.w_bits}-bit weights; ort-int8 needs 2..8 bits"
+    elif low:
+        reason = f"--layer-bits {low[0]}={spec.overrides[low[0]]}; ort-int8 needs 2..8-bit weights"
+    else:
+        return None
+    given = f"--quantizer {spec.quantizer} --w-bits {spec.w_bits}" + (f" --layer-bits {low[0]}=1" if low else "")
+    return Obstacle(reason, f"--target ort-int8 needs symmetric uniform weights of 2..8 bits, got {given}",
+                    f"use --quantizer uniform --w-bits 2..8 with --target ort-int8, {_HINT}")
 
 
 def resolve_target(spec: QuantSpec, machine: str | None = None) -> tuple[str, str]:

@@ -26,7 +26,8 @@ def files(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("providers")
     rng = np.random.default_rng(0)
-    train = ArrayDataset(rng.uniform(0, 1, (128, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 128).astype(np.int64))
+    x, y = rng.uniform(0, 1, (128, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 128).astype(np.int64)
+    train = ArrayDataset(x, y)
     splits = DatasetSplits("random", train, train, [str(i) for i in range(10)], (0.5,), (0.25,))
     paths = {}
     for target in ("ort-int8", "exact"):
