@@ -297,7 +297,9 @@ def finish(path: Path, render: Callable[[dict[str, Any]], str]) -> None:
 
 
 def compile_variant(model, splits, options: dict[str, Any]):
-    """``qcompile.compile`` of the benchmark CNN with activation ranges calibrated on ``splits``."""
+    """``qcompile.compile`` of the benchmark CNN with activation ranges calibrated on ``splits``, for the
+    ``exact`` target unless ``options`` name one (the figures in docs/BENCHMARKS.md measure that path;
+    ``compile``'s default, ``auto``, would pick ``ort-int8`` for the W2..8A8 STE rows on x86)."""
     import qcompile
 
-    return qcompile.compile(model, input_shape=INPUT_SHAPE, data=splits, **options)
+    return qcompile.compile(model, input_shape=INPUT_SHAPE, data=splits, **{"target": "exact", **options})

@@ -55,7 +55,8 @@ def train(arm: str, weights: str, seed: int, work: Path, quick: bool) -> dict:
     out = work / f"{list(ARMS).index(arm)}-{seed}"
     launcher, extra = ARMS[arm]
     cmd = [sys.executable, *launcher, "-m", "qcompile", "compile", *extra, common.MODEL_SPEC, "--weights", weights,
-           "--input-shape", "1,1,28,28", "--w-bits", "2", "--a-bits", "8", "--data", f"mnist:{common.MNIST_DIR}",
+           "--input-shape", "1,1,28,28", "--w-bits", "2", "--a-bits", "8", "--target", "exact",
+           "--data", f"mnist:{common.MNIST_DIR}",
            "--epochs", "1", "--batch-size", "64", "--optimizer", "adam", "--lr", "1e-3", "--seed", str(seed),
            *(["--max-steps", "20"] if quick else []), "--out", str(out / "m.onnx"), "--run-dir", str(out / "run"),
            "--json"]

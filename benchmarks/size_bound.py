@@ -132,7 +132,7 @@ def measure(model, splits, input_shape, tmp: Path, tag: str, probe: bool = False
 
     rows, compiled = [], None
     for name, options in VARIANTS:
-        compiled = qcompile.compile(model, input_shape=input_shape, data=splits, **options)
+        compiled = qcompile.compile(model, input_shape=input_shape, data=splits, target="exact", **options)
         path = tmp / f"{tag}-{name.split()[0].lower()}.onnx"
         report = compiled.export(path)
         size = size_report(path)

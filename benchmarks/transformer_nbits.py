@@ -124,7 +124,7 @@ def main() -> None:
         print(f"{name}: compile, {epochs} QAT epoch(s), export", flush=True)
         torch.manual_seed(0)
         compiled = qcompile.compile(model, input_shape=(1, 1, 28, 28), data=splits, w_bits=4, a_bits=None,
-                                    group_size=g, bn_reestimate_batches=0)
+                                    group_size=g, bn_reestimate_batches=0, target="exact")
         ptq = compiled.evaluate()
         if epochs:
             compiled.finetune(epochs=epochs, lr=1e-4, optimizer="adam", seed=0, progress=False)

@@ -163,10 +163,11 @@ quant_options = option_group("quant", lambda: [
                  help="Last conv/linear policy, as --first-layer [default: quantize]."),
     click.Option(["--layer-bits"], multiple=True, callback=_layer_bits, metavar="GLOB=BITS",
                  help="Per-layer weight bits by name glob, e.g. 'conv1=8'; 0 keeps the layer float. Repeatable."),
-    click.Option(["--target"], type=click.Choice(["exact", "ort-int8"]), default=None,
-                 help="What the export runs on: exact (integer-domain float arithmetic, bit-exact anywhere) or "
-                      "ort-int8 (onnxruntime's 8-bit integer kernels: QLinearConv, QGemm, ...; needs --a-bits 8) "
-                      "[default: exact]."),
+    click.Option(["--target"], type=click.Choice(["auto", "exact", "ort-int8"]), default=None,
+                 help="What the export runs on: exact (integer-domain float arithmetic, bit-exact anywhere), "
+                      "ort-int8 (onnxruntime's 8-bit integer kernels: QLinearConv, QGemm, ...; needs --method ste, "
+                      "--a-bits 8, uniform 2..8-bit weights) or auto (ort-int8 when the model has those and the CPU "
+                      "is x86, else exact; the summary says which and why) [default: auto]."),
 ])
 
 

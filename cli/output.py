@@ -103,21 +103,22 @@ def reporting(func: Callable[..., Result]) -> Callable[..., None]:
 
 @contextlib.contextmanager
 def shown_warnings() -> Iterator[list[dict[str, Any]]]:
-    """Show every :class:`~qcompile.errors.QCompileWarning` raised inside as "Warning: ... How to fix: ..."
+    """Show every :class:`~qcompile.runtime.errors.ActionableWarning` (the compiler's QCompileWarning, the
+    runtime's UncheckedWarning) raised inside as "Warning: ... How to fix: ..."
     on stderr (each once), and collect them (``{"message", "hint"}``) for the JSON document. Other
     warnings are shown as Python shows them."""
-    from qcompile.errors import QCompileWarning
+    from qcompile.runtime.errors import ActionableWarning
 
     caught: list[dict[str, Any]] = []
     with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always", QCompileWarning)
+        warnings.simplefilter("always", ActionableWarning)
         try:
             yield caught
         finally:
             console = stderr_console()
             for record in records:
                 w = record.message
-                if not isinstance(w, QCompileWarning):
+                if not isinstance(w, ActionableWarning):
                     warnings.showwarning(w, record.category, record.filename, record.lineno, record.file, record.line)
                 elif {"message": w.message, "hint": w.hint} not in caught:
                     caught.append({"message": w.message, "hint": w.hint})

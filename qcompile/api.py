@@ -38,6 +38,7 @@ from qcompile.quantizers import ActivationQuantizer
 from qcompile.runtime.manifest import InputSpec, Manifest
 from qcompile.runtime.normalisation import FROM_DATA, Normalization
 from qcompile.runtime.normalisation import choose as choose_normalization
+from qcompile.targets import build_for_target, target_fields
 from qcompile.tasks import Task, get_task
 from qcompile.train import Batches, TrainConfig, TrainResult, evaluate, finetune
 from qcompile.train.batchnorm_stats import batchnorms, reestimate_batchnorm, statistics_unchanged
@@ -97,6 +98,7 @@ class CompiledModel:
         return {
             "method": self.method.name,
             "spec": self.plan.spec.to_dict(),
+            **target_fields(self.plan),
             "sites": sites,
             "float_ops": [asdict(f) for f in float_ops(self.float_graph(), self.leaf_modules)],
             "total_params": sum(s["params"] or 0 for s in sites),
@@ -378,7 +380,7 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
             spec: QuantSpec | None = None, task: Task | str | None = None,
             bn_reestimate_batches: int = 64, normalization: Normalization | str | None = None,
             mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None,
-            target: str = "exact") -> CompiledModel:
+            target: str = "auto") -> CompiledModel:
     """Trace ``model``, plan and insert quantizers; returns a :class:`CompiledModel` ready to finetune.
 
     ``model`` is an ``nn.Module`` or a spec ``'file.py:factory'`` / ``'pkg.mod:attr'`` (with ``weights``).
@@ -396,8 +398,10 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     per input channel). A pretrained model needs the values it was trained with.
 
     ``target`` is what the export runs on: ``'exact'`` (integer-domain arithmetic in float, bit-exact in
-    any runtime) or ``'ort-int8'`` (onnxruntime's 8-bit integer kernels; 8-bit activations; the model's
-    eval then computes what those kernels compute, see :mod:`qcompile.integer`).
+    any runtime), ``'ort-int8'`` (onnxruntime's 8-bit integer kernels; 8-bit activations; the model's
+    eval then computes what those kernels compute, see :mod:`qcompile.integer`), or ``'auto'`` (the
+    default: ``ort-int8`` for an STE uniform W2..8A8 model on an x86 CPU, else ``exact``; see
+    :mod:`qcompile.targets`). ``plan.spec.target`` is the one chosen and ``plan.target_reason`` says why.
     """
     requested_norm = choose_normalization(normalization, mean, std)  # malformed values fail before any work
     float_model = copy.deepcopy(load_model(model, weights)).eval()
@@ -414,11 +418,15 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
                              method_options=dict(method_options or {}), group_size=group_size,
                              target=target)
     plugin = get_method(spec.method, spec.method_options)
-    spec = plugin.plan_spec(spec)
-    gm = trace(copy.deepcopy(float_model), leaf_modules)
-    plan = build_plan(gm, spec)
-    gm, reports = run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan),
-                                                 plugin.activation_quantizer))
+
+    def quantized(spec: QuantSpec):  # trace → plan → quantize passes, for one target
+        gm = trace(copy.deepcopy(float_model), leaf_modules)
+        plan = build_plan(gm, spec)
+        return run_passes(gm, quantize_passes(plan, plugin.weight_quantizer, plugin.extra_passes(plan),
+                                              plugin.activation_quantizer)), plan
+
+    ((gm, reports), plan), plan_reason = build_for_target(plugin.plan_spec(spec), quantized)
+    plan.target_reason = plan_reason
     compiled = CompiledModel(float_model, gm, plan, plugin, tuple(example_inputs), None, leaf_modules, reports,
                              _choose_task(plugin, task), requested_norm)
     compiled._example_outputs = example_outputs

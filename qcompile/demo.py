@@ -6,7 +6,10 @@ minute on two CPU cores, so it doubles as a smoke test of the whole spine on a f
 1. train a small BatchNorm CNN in float (the same finetuning loop QAT uses);
 2. compile it twice with the public API — W4A8 (uniform, per-channel 4-bit weights, 8-bit
    activations) and W1A8 (BWN: binary weights ±α with α = mean|W| per tensor, 8-bit activations);
-   BWN rather than 1-bit uniform because it is the standard binary-weight rule and keeps a scale;
+   BWN rather than 1-bit uniform because it is the standard binary-weight rule and keeps a scale.
+   Both take ``compile``'s default target, ``auto``: W4A8 becomes ``ort-int8`` on an x86 CPU
+   (onnxruntime's integer kernels), W1A8 BWN stays ``exact`` (no integer kernel for binary weights);
+   each row says which, and why;
 3. calibrate, finetune briefly with knowledge distillation from the float model, export packed ONNX;
 4. run every file (fp32 reference included) in onnxruntime and compare with PyTorch.
 
@@ -111,8 +114,8 @@ def run_demo(out_dir: str | Path = "qcompile-demo", config: DemoConfig | None = 
     """Run the demo, writing ``fp32.onnx``, ``w4a8.onnx`` and ``w1a8-bwn.onnx`` into ``out_dir``.
 
     Returns ``{"rows": [...], "dataset", "model", "out_dir", "seconds", "phases_seconds", "config", ...}``;
-    each row has ``name, acc_torch, acc_ort, max_abs_diff, agreement, file_bytes, size_vs_fp32,
-    latency_ms`` (and, for quantized rows, ``finetune_seconds``).
+    each row has ``name, target, target_reason, acc_torch, acc_ort, max_abs_diff, agreement, file_bytes,
+    size_vs_fp32, latency_ms`` (and, for quantized rows, ``finetune_seconds``).
     """
     with single_threaded_torch():
         return _run(Path(out_dir), config or DemoConfig(), progress, log or (lambda message: None))
@@ -123,6 +126,7 @@ def _run(out_dir: Path, config: DemoConfig, progress: bool, log: Callable[[str],
 
     import qcompile
     from qcompile.data import load_digits
+    from qcompile.targets import target_fields
 
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,15 +148,15 @@ def _run(out_dir: Path, config: DemoConfig, progress: bool, log: Callable[[str],
                                    device="cpu", progress=progress)
         path = out_dir / f"{variant.name.lower().replace(' ', '-')}.onnx"
         compiled.export(path)
-        rows.append({"name": variant.name, **variant.options, "finetune_seconds": result.seconds,
-                     **measure_artifact(compiled.graph_module, path, splits, config)})
+        rows.append({"name": variant.name, **variant.options, **target_fields(compiled.plan),
+                     "finetune_seconds": result.seconds, **measure_artifact(compiled.graph_module, path, splits, config)})
         phases[variant.name] = time.perf_counter() - phase_start
 
     phase_start = time.perf_counter()
     log("exporting the fp32 reference and timing everything in onnxruntime")
     fp32_path = out_dir / "fp32.onnx"
     compiled.export_float(fp32_path)
-    fp32 = {"name": "fp32", "w_bits": None, "a_bits": None, "quantizer": None,
+    fp32 = {"name": "fp32", "w_bits": None, "a_bits": None, "quantizer": None, "target": "fp32", "target_reason": "",
             "finetune_seconds": float_result.seconds, **measure_artifact(model, fp32_path, splits, config)}
     rows.insert(0, fp32)
     phases["fp32 export"] = time.perf_counter() - phase_start

@@ -9,7 +9,7 @@ import path for it.
 
 from __future__ import annotations
 
-from qcompile.runtime.errors import ActionableError, DataError
+from qcompile.runtime.errors import ActionableError, ActionableWarning, DataError
 
 __all__ = ["ActionableError", "ConfigError", "DataError", "ExportError", "ModelLoadError", "QCompileError",
            "QCompileWarning", "TraceFailure", "TrainingDiverged"]
@@ -48,6 +48,6 @@ class RunDirError(QCompileError):
     """A run directory is missing, damaged, unfinished or being written by another command."""
 
 
-class QCompileWarning(ActionableError, UserWarning):
+class QCompileWarning(ActionableWarning):
     """A hazard a user can act on that does not stop the work: ``message`` and ``hint`` as in every
     :class:`ActionableError`, issued with ``warnings.warn``."""

@@ -33,7 +33,9 @@ class QuantSpec:
     overrides: dict[str, int] = field(default_factory=dict)  # glob on site name -> weight bits (0 = float)
     method_options: dict = field(default_factory=dict)  # the method plug-in's own settings
     group_size: int | None = None  # Linear weights in blocks of this many inputs (MatMulNBits); None: per channel
-    target: str = "exact"  # exact | ort-int8 (onnxruntime's integer kernels; qcompile.integer)
+    # exact | ort-int8 (onnxruntime's integer kernels; qcompile.integer) | auto (qcompile.targets picks one of
+    # them; a plan holds the one picked). "exact" here, so a run saved before targets existed reloads as exact.
+    target: str = "exact"
 
     def validate(self) -> None:
         if not (is_int(self.w_bits) and 1 <= self.w_bits <= 8):
@@ -54,10 +56,13 @@ class QuantSpec:
             raise ConfigError(f"unknown --quantizer {self.quantizer!r}", hint=f"choose one of {', '.join(WEIGHT_QUANTIZERS)}")
         if self.quantizer == "bwn" and self.w_bits != 1:
             raise ConfigError("BWN is binary: it needs --w-bits 1", hint="use --w-bits 1 or another --quantizer")
-        if self.target not in ("exact", "ort-int8"):
-            raise ConfigError(f"unknown --target {self.target!r}", hint="choose exact or ort-int8")
-        if self.target == "ort-int8":
-            self._validate_integer_target()
+        from qcompile.targets import CHOICES, ORT_INT8, integer_kernel_obstacle
+
+        if self.target not in CHOICES:
+            raise ConfigError(f"unknown --target {self.target!r}", hint=f"choose one of {', '.join(CHOICES)}")
+        obstacle = integer_kernel_obstacle(self) if self.target == ORT_INT8 else None
+        if obstacle is not None:  # onnxruntime's integer kernels: see qcompile.targets for the rules
+            raise ConfigError(obstacle.message, hint=obstacle.hint)
         for policy in (self.first_layer, self.last_layer):
             if policy not in LAYER_POLICIES:
                 raise ConfigError(f"unknown layer policy {policy!r}", hint=f"choose one of {', '.join(LAYER_POLICIES)}")
@@ -65,20 +70,6 @@ class QuantSpec:
             from qcompile.quantizers.block import check_group_spec
 
             check_group_spec(self)
-
-    def _validate_integer_target(self) -> None:
-        """onnxruntime's integer kernels take 8-bit activations and weights whose codes are their integers
-        (symmetric, zero point 0): the uniform quantizer at 2..8 bits (widened to int8 at load)."""
-        if self.method != "ste":
-            raise ConfigError(f"--target ort-int8 is implemented for --method ste, got --method {self.method}",
-                              hint="use --method ste with --target ort-int8, or --target exact")
-        if self.a_bits != 8:
-            raise ConfigError(f"--target ort-int8 runs 8-bit activations on integer kernels, got --a-bits {self.a_bits}",
-                              hint="use --a-bits 8 with --target ort-int8, or --target exact for other widths")
-        if self.quantizer != "uniform" or not 2 <= self.w_bits <= 8 or any(0 < b < 2 for b in self.overrides.values()):
-            raise ConfigError(f"--target ort-int8 needs symmetric uniform weights of 2..8 bits, got --quantizer "
-                              f"{self.quantizer} --w-bits {self.w_bits}",
-                              hint="use --quantizer uniform --w-bits 2..8 with --target ort-int8, or --target exact")
 
     def label(self) -> str:
         """The quantizer and bits in a few characters, e.g. 'uniform W4A8' or 'bwn W1'."""
@@ -113,14 +104,16 @@ class SitePlan:
 
 @dataclass
 class QuantPlan:
-    spec: QuantSpec
+    spec: QuantSpec  # its target resolved: exact or ort-int8
     sites: list[SitePlan]
+    target_reason: str = ""  # why spec.target (qcompile.targets.resolve_target)
 
     def site(self, name: str) -> SitePlan | None:
         return next((s for s in self.sites if s.name == name), None)
 
     def to_dict(self) -> dict:
-        return {"spec": self.spec.to_dict(), "sites": [asdict(s) for s in self.sites]}
+        return {"spec": self.spec.to_dict(), "target_reason": self.target_reason,
+                "sites": [asdict(s) for s in self.sites]}
 
 
 def _default_per_channel(quantizer: str) -> bool:

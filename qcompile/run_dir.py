@@ -43,7 +43,8 @@ def save_run(cm, run_dir: str | Path, model_spec: str | None = None) -> Path:
         "format": FORMAT,
         "model": model_spec,
         "input_shapes": [list(t.shape) for t in cm.example_inputs],
-        "spec": json.dumps(cm.plan.spec.to_dict()),
+        "spec": json.dumps(cm.plan.spec.to_dict()),  # its target resolved (exact or ort-int8, never auto)
+        "target_reason": cm.plan.target_reason,
         "leaf_modules": list(cm.leaf_modules),
         "data": cm.data_spec,
         "task": cm.task.name,
@@ -92,6 +93,7 @@ def load_run(run_dir: str | Path):
     if missing or unexpected:
         raise ConfigError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}",
                           hint="the model definition changed since compile; compile again")
+    cm.plan.target_reason = payload.get("target_reason") or f"the run was compiled for {cm.plan.spec.target}"
     cm.data_spec = payload["data"]
     cm.model_spec = payload["model"]
     cm.history = json.loads(payload["history"])

@@ -28,6 +28,7 @@ _LAZY = {
     "RuntimeTask": "qcompile.runtime.tasks",
     "Session": "qcompile.runtime.session",
     "TaskError": "qcompile.runtime.errors",
+    "UncheckedWarning": "qcompile.runtime.errors",
     "available_kinds": "qcompile.runtime.kinds",
     "benchmark": "qcompile.runtime.bench",
     "get_runtime_task": "qcompile.runtime.tasks",

@@ -7,6 +7,8 @@ graph and for each graph of a bundle alike.
 
 from __future__ import annotations
 
+import platform
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,18 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from qcompile.runtime.errors import ArtifactError, ProviderError
+from qcompile.runtime.errors import ArtifactError, ProviderError, UncheckedWarning
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 ALIASES = {"cpu": CPU, "cuda": CUDA}  # short names accepted by the CLI's --providers
+# platform.machine() of the CPUs whose integer kernels an ort-int8 file was checked against (MLAS on x86;
+# ARM's QLinearAdd requantizes in fixed point, which qcompile.integer does not model)
+X86_MACHINES = ("x86_64", "amd64", "x64", "x86", "i386", "i486", "i586", "i686")
+
+
+def is_x86(machine: str | None = None) -> bool:
+    """Is ``machine`` (default: this one, ``platform.machine()``) an x86 / x86-64 CPU?"""
+    return (platform.machine() if machine is None else machine).lower() in X86_MACHINES
 
 # Graph rewrites that would break bit-exactness with PyTorch. A quantized conv computes
 # Conv(x_ints, w_ints) -> Mul(output_scale): integer sums that float32 holds exactly in any order.
@@ -36,8 +46,9 @@ DEFAULT_SPINNING = False
 
 
 def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
-    """``"auto"``: CUDA then CPU when CUDA is available, else CPU. Otherwise the names given
-    (full provider names, or ``"cpu"``/``"cuda"``), checked."""
+    """``"auto"``: CUDA then CPU when CUDA is available, else CPU (an ``ort-int8`` graph runs on the CPU
+    whatever this says: :meth:`Engine.providers_for`). Otherwise the names given (full provider names, or
+    ``"cpu"``/``"cuda"``), checked."""
     available = ort.get_available_providers()
     if providers == "auto":
         return [CUDA, CPU] if CUDA in available else [CPU]
@@ -92,6 +103,7 @@ class Engine:
     intra_op_threads: int | None = None
     spinning: bool = DEFAULT_SPINNING
     optimize: bool = True
+    auto: bool = False  # the providers were chosen ("auto"), not named: an ort-int8 graph then runs on the CPU
 
     @classmethod
     def create(cls, providers: str | Sequence[str] = "auto", intra_op_threads: int | None = None,
@@ -102,12 +114,36 @@ class Engine:
         """
         spinning = DEFAULT_SPINNING if spinning is None else spinning
         session_options(intra_op_threads, spinning)
-        return cls(tuple(resolve_providers(providers)), intra_op_threads, spinning)
+        return cls(tuple(resolve_providers(providers)), intra_op_threads, spinning,
+                   auto=isinstance(providers, str) and providers == "auto")
 
     @classmethod
     def inspection(cls) -> Engine:
         """CPU, no graph optimisation: the cheapest session that still reports inputs and outputs."""
         return cls((CPU,), optimize=False)
+
+    def providers_for(self, integer_kernels: bool, source: str = "the model") -> tuple[str, ...]:
+        """The providers a graph runs on: the engine's, except that an ``ort-int8`` graph (``integer_kernels``)
+        runs on the CPU under "auto" (onnxruntime has no CUDA QLinearConv, and its parity with PyTorch was
+        checked on x86 CPUs only). An explicit CUDA request for one, or any run on a CPU that is not x86,
+        gets an :class:`UncheckedWarning`: it runs, with parity unverified."""
+        if not integer_kernels:
+            return self.providers
+        if not is_x86():
+            warnings.warn(UncheckedWarning(
+                f"{source} is an ort-int8 file and this CPU is {platform.machine()}: its parity with PyTorch was "
+                "checked on x86 CPUs only (onnxruntime's ARM QLinearAdd rounds in fixed-point arithmetic)",
+                hint="compare its outputs with PyTorch here before relying on them, or compile with --target exact "
+                     "for bit-exact outputs on any CPU"), stacklevel=4)
+        if self.auto:
+            return (CPU,)
+        if CUDA in self.providers:
+            warnings.warn(UncheckedWarning(
+                f"{source} is an ort-int8 file, run here on the CUDA provider: its parity with PyTorch is unverified "
+                "there (onnxruntime has no CUDA QLinearConv; its integer ops may fall back or round differently)",
+                hint="run it on the CPU (providers='auto' or 'cpu'), or compile with --target exact for GPUs"),
+                stacklevel=4)
+        return self.providers
 
     def session(self, model: Path | bytes, source: str, external: Mapping[str, np.ndarray] | None = None,
                 integer_kernels: bool = False) -> ort.InferenceSession:
@@ -118,6 +154,7 @@ class Engine:
         :class:`ArtifactError` naming ``source``. ``integer_kernels``: see :func:`session_options`.
         """
         options = session_options(self.intra_op_threads, self.spinning, integer_kernels)
+        providers = self.providers_for(integer_kernels, source)
         if not self.optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         values = {name: np.ascontiguousarray(a) for name, a in (external or {}).items()}
@@ -126,7 +163,7 @@ class Engine:
                 list(values), [ort.OrtValue.ortvalue_from_numpy(a) for a in values.values()])
         try:
             session = ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
-                                           providers=list(self.providers),
+                                           providers=list(providers),
                                            disabled_optimizers=list(EXACTNESS_DISABLED_OPTIMIZERS))
             session.qcompile_external = values  # the OrtValues borrow these arrays: keep them alive
             return session

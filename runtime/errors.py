@@ -50,3 +50,13 @@ class DataError(RuntimeFailure):
 
 class MissingDependencyError(RuntimeFailure):
     """An optional package a feature needs is not installed (e.g. pillow for ``folder:`` data)."""
+
+
+class ActionableWarning(ActionableError, UserWarning):
+    """A hazard a user can act on that does not stop the work: ``message`` and ``hint``, issued with
+    ``warnings.warn`` (the compiler's :class:`~qcompile.errors.QCompileWarning` is one too)."""
+
+
+class UncheckedWarning(ActionableWarning):
+    """The runtime was asked for a configuration whose parity with PyTorch nobody has measured (e.g. an
+    ``ort-int8`` file on the CUDA provider, or on a CPU that is not x86): it runs, but unverified."""

@@ -287,6 +287,8 @@ def test_run_and_bench_work_without_torch(compiled, python_without):
 
 # ----------------------------------------------------------------------------- demo
 def test_demo_json(tmp_path):
+    from qcompile.runtime.engine import is_x86
+
     report = invoke_json("demo", "--out-dir", tmp_path / "demo")
     rows = {r["name"]: r for r in report["rows"]}
     assert list(rows) == ["fp32", "W4A8", "W1A8 BWN"]
@@ -294,6 +296,10 @@ def test_demo_json(tmp_path):
     for row in rows.values():
         assert abs(row["acc_ort"] - row["acc_torch"]) * row["samples"] <= 1
         assert Path(row["path"]).is_file() and set(row["latency_ms"]) == {"1", "64"}
+    assert rows["W1A8 BWN"]["target"] == "exact" and "bwn" in rows["W1A8 BWN"]["target_reason"]
+    if is_x86():  # compile's default, auto, runs W4A8 on onnxruntime's integer kernels
+        assert rows["W4A8"]["target"] == "ort-int8"
+    assert all(row["max_abs_diff"] <= 1e-4 for row in rows.values())
     assert rows["W4A8"]["file_bytes"] < rows["fp32"]["file_bytes"] / 3
     assert rows["W1A8 BWN"]["file_bytes"] < rows["W4A8"]["file_bytes"]
     assert report["seconds"] < 120  # 12-21 s alone on 2 cores; the margin keeps a loaded CI machine from failing it

@@ -17,7 +17,7 @@ from conftest import TinyBNNet
 def _compiled(w_bits, a_bits, quantizer="uniform", data="digits", steps=15):
     torch.manual_seed(0)
     cm = qcompile.compile(TinyBNNet(), input_shape=(1, 1, 8, 8), w_bits=w_bits, a_bits=a_bits,
-                          quantizer=quantizer, data=data)
+                          quantizer=quantizer, data=data, target="exact")  # the exact path's codes and opsets
     cm.finetune(epochs=1, lr=0.01, optimizer="adam", max_steps=steps, progress=False, batch_size=32)
     return cm
 

@@ -174,21 +174,29 @@ def test_unpack_codes_sign_extends_lsb_first():
     assert unpack_codes(bytes([0b11100100]), 4, 2, False).tolist() == [0, 1, 2, 3]
 
 
-def test_exact_target_is_the_default_and_unchanged(tmp_path):
+def test_exact_target_is_unchanged_and_auto_picks_ort_int8_on_x86(tmp_path, monkeypatch):
+    """``--target exact`` writes the format-1 file it always did; ``auto`` (the default) on an x86 CPU
+    writes the ort-int8 file of the same model, and on an arm64 one the exact file."""
     def build(**target):
         torch.manual_seed(0)
         return qcompile_compile(_with_statistics(ReluPoolNet()), input_shape=(1, 1, 8, 8), data=_splits(),
                                 bn_reestimate_batches=0, **target)
 
-    default, exact = build(), build(target="exact")
-    default.export(tmp_path / "a.onnx")
-    exact.export(tmp_path / "b.onnx")
-    data = (tmp_path / "a.onnx").read_bytes()
-    assert data == (tmp_path / "b.onnx").read_bytes()
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "a.onnx")).graph.node}
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    default, exact, integer = build(), build(target="exact"), build(target="ort-int8")
+    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    on_arm = build()
+    assert (default.plan.spec.target, exact.plan.spec.target, on_arm.plan.spec.target) == ("ort-int8", "exact", "exact")
+    assert "arm64 CPU" in on_arm.plan.target_reason
+    for name, cm in (("auto", default), ("exact", exact), ("int8", integer), ("arm", on_arm)):
+        cm.export(tmp_path / f"{name}.onnx")
+    data = (tmp_path / "exact.onnx").read_bytes()
+    assert data == (tmp_path / "arm.onnx").read_bytes()
+    assert (tmp_path / "auto.onnx").read_bytes() == (tmp_path / "int8.onnx").read_bytes()
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "exact.onnx")).graph.node}
     assert "QuantizeLinear" not in ops and {"Round", "Clip"} <= ops
     assert b'"target"' not in data
-    assert Artifact.load(tmp_path / "a.onnx").manifest.format == BASE_FORMAT == 1  # old runtimes still read it
+    assert Artifact.load(tmp_path / "exact.onnx").manifest.format == BASE_FORMAT == 1  # old runtimes still read it
 
 
 def test_ort_int8_needs_8bit_activations():

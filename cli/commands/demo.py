@@ -39,7 +39,12 @@ def render_demo(console: Console, r: dict[str, Any]) -> None:
         f"{r['model']['params']:,}-parameter BN CNN, {r['seconds']:.1f}s",
         ["model", "PyTorch", "ORT", "max|Δ|", "ONNX", "vs fp32", *(f"b={b} ms" for b in batches)],
         rows, right=tuple(range(1, 6 + len(batches)))))
+    for row in r["rows"]:  # under the table: a target column would not fit 80 columns beside the numbers
+        if row["target_reason"]:
+            console.print(f"  {row['name']} target: {row['target_reason']}", markup=False)
     console.print(f"PyTorch, ORT: test accuracy of the same model in each; max|Δ|: largest |ORT − PyTorch| logit; "
-                  f"b=N ms: median onnxruntime latency of a batch of N. W1 is BWN (binary ±α weights, "
-                  f"α = mean|W|); activations are 8-bit; quantized models were finetuned with distillation "
-                  f"from fp32. Files in {r['out_dir']}/", markup=False)
+                  f"target: what the file runs on (compile's default, auto, picks ort-int8 where onnxruntime's "
+                  f"integer kernels apply on an x86 CPU, else exact); "
+                  f"b=N ms: median onnxruntime latency of a batch of N. "
+                  f"W1 is BWN (binary ±α weights, α = mean|W|); activations are 8-bit; quantized models were "
+                  f"finetuned with distillation from fp32. Files in {r['out_dir']}/", markup=False)

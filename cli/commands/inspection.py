@@ -104,4 +104,5 @@ def render_inspect(console: Console, r: dict[str, Any]) -> None:
         ("spec", f"W{spec['w_bits']}A{_bits(spec['a_bits'])} {spec['quantizer']}, first layer {spec['first_layer']}, "
                  f"last layer {spec['last_layer']}"),
         *([("method options", method_options_text(spec["method_options"]))] if spec.get("method_options") else []),
+        ("target", f"{r['target']} ({r['target_reason']})"),
     ]))

@@ -218,7 +218,11 @@ def check_out_path(out_path: Path) -> None:
 
 
 def input_summary(cm) -> dict[str, Any]:
-    return {"normalization": cm.normalization.to_dict() if cm.normalization else None, "classes": cm.classes}
+    """What the artifact records about its input, and the target it runs on (and why)."""
+    from qcompile.targets import target_fields
+
+    return {"normalization": cm.normalization.to_dict() if cm.normalization else None, "classes": cm.classes,
+            **target_fields(cm.plan)}
 
 
 # ----------------------------------------------------------------------------- commands
@@ -363,10 +367,11 @@ def render_summary(console: Console, r: dict[str, Any]) -> None:
         s = r["spec"]
         a_bits = "float" if s["a_bits"] is None else s["a_bits"]
         group = f", Linear in groups of {s['group_size']} (MatMulNBits)" if s.get("group_size") else ""
-        target = "" if s.get("target", "exact") == "exact" else f", target {s['target']}"
-        pairs.append(("quantization", f"{s['method']}: W{s['w_bits']} A{a_bits}, {s['quantizer']}{group}{target}"))
+        pairs.append(("quantization", f"{s['method']}: W{s['w_bits']} A{a_bits}, {s['quantizer']}{group}"))
         if s.get("method_options"):
             pairs.append(("method options", method_options_text(s["method_options"])))
+    if "target" in r:
+        pairs.append(("target", f"{r['target']} ({r['target_reason']})"))
     if r.get("training"):
         t = r["training"]
         pairs.append(("training", f"{t['epochs']} epoch(s), {t['steps']} steps, {t['seconds']:.1f}s"))

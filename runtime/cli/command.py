@@ -18,7 +18,8 @@ from qcompile.runtime.errors import ActionableError
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 # --providers choices of both command lines -> what Session takes ("cuda" keeps CPU for ops CUDA lacks)
 PROVIDERS = {"auto": "auto", "cpu": [CPU], "cuda": [CUDA, CPU]}
-PROVIDERS_HELP = "onnxruntime execution provider: auto picks CUDA when onnxruntime-gpu and a GPU are present."
+PROVIDERS_HELP = ("onnxruntime execution provider: auto picks CUDA when onnxruntime-gpu and a GPU are present "
+                  "(an ort-int8 file stays on the CPU, where its parity was checked).")
 SPIN_HELP = ("Let onnxruntime's worker threads busy-wait between kernels. Default: the runtime's (off; spinning "
              "was slower on a machine whose cores do other work too, see docs/BENCHMARKS.md).")
 DATA_FORMS = "digits | mnist:DIR | folder:DIR[?size=N] | npz:FILE"
