@@ -20,7 +20,10 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
+    from qcompile.plan import QuantPlan
     from qcompile.tasks import Task
+
+PARITY_TOLERANCE = 1e-4  # the largest |ORT − PyTorch| output a qcompile export is meant to show
 
 
 def torch_logits(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -55,3 +58,29 @@ def compare_onnx(model: nn.Module, onnx_path: str | Path, dataset: Any, mean: tu
     deployed = load(onnx_path, providers, intra_op_threads).predict(x, batch_size=batch_size, normalize=False)
     return {**measures.parity(reference, deployed, measures.targets(dataset.x, dataset.y)),
             "samples": int(len(dataset.y))}
+
+
+def warn_on_parity(parity: dict[str, Any], plan: QuantPlan) -> None:
+    """Warn (a :class:`~qcompile.errors.QCompileWarning`) when ``parity``'s largest output gap exceeds
+    :data:`PARITY_TOLERANCE`, naming the likely cause. Quantized layers sum integers, identically in
+    PyTorch and onnxruntime; a Conv/Linear kept float sums floats in an order each runtime picks, and when
+    an activation quantizer follows, a value near a rounding boundary can land one code apart."""
+    import warnings
+
+    from qcompile.errors import QCompileWarning
+
+    gap = parity.get("max_abs_diff")
+    if gap is None or gap <= PARITY_TOLERANCE:
+        return
+    floats = [s.name for s in plan.sites if not s.quantized]
+    agreement = parity.get("agreement")
+    agreed = f" (top-1 agreement {agreement:.2%})" if agreement is not None else ""
+    if floats and plan.spec.a_bits is not None:
+        cause = (f"float layer(s) {', '.join(floats)} feed activation quantizers: their float sums are ordered "
+                 "differently in onnxruntime and PyTorch, so a value near a rounding boundary lands one code apart")
+        hint = "quantize those layers (drop their --layer-bits NAME=0 or float first/last-layer policy) for exact parity"
+    else:
+        cause = "a float op in front of an activation quantizer (e.g. a windowed average pool) sums in another order"
+        hint = "see README 'Export targets'; the summary's accuracy in both runtimes says whether it matters"
+    warnings.warn(QCompileWarning(f"onnxruntime's outputs differ from PyTorch eval by up to {gap:.1e}, more than "
+                                f"{PARITY_TOLERANCE:g}{agreed}: {cause}", hint=hint), stacklevel=2)

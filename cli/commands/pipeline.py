@@ -129,7 +129,7 @@ def save_records(cm, run_dir: Path, step_records: list[dict], *, resume: bool, p
 def export_artifacts(cm, out_path: Path, float_out: Path | None, out: Output, no_data: str | None) -> dict[str, Any]:
     """Write the packed ONNX (and optionally the fp32 reference), then measure and check them in ORT on the
     model's data; without data (``no_data`` says why) the check is skipped and the summary says so."""
-    from qcompile.parity import compare_onnx
+    from qcompile.parity import compare_onnx, warn_on_parity
 
     out.log(f"exporting {out_path}")
     report = cm.export(out_path)
@@ -144,6 +144,7 @@ def export_artifacts(cm, out_path: Path, float_out: Path | None, out: Output, no
         out.log(f"checking {out_path} in onnxruntime on {len(cm.data.test)} test samples")
         norm = cm.normalization
         result["parity"] = compare_onnx(cm.graph_module, out_path, cm.data.test, norm.mean, norm.std, task=cm.task)
+        warn_on_parity(result["parity"], cm.plan)
     else:
         out.log(f"not checking {out_path} in onnxruntime: {no_data}")
         result["parity_skipped"] = no_data

@@ -25,9 +25,9 @@ from qcompile.codec.split import split
 from qcompile.codec.tables import PRECISION, build_tables
 from qcompile.errors import ConfigError, ExportError
 from qcompile.export.artifact import manifest, write_bundle
+from qcompile.parity import PARITY_TOLERANCE
 
 OPSET = 21
-PARITY_TOLERANCE = 1e-4
 PARITY_SHAPE = (1, 3, 512, 768)  # a Kodak image
 KIND = "codec"
 
