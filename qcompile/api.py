@@ -402,6 +402,9 @@ def compile(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | tor
     eval then computes what those kernels compute, see :mod:`qcompile.integer`), or ``'auto'`` (the
     default: ``ort-int8`` for an STE uniform W2..8A8 model on an x86 CPU, else ``exact``; see
     :mod:`qcompile.targets`). ``plan.spec.target`` is the one chosen and ``plan.target_reason`` says why.
+    A ``spec`` given whole replaces the keyword options, ``target`` included: ``QuantSpec``'s own default is
+    ``'exact'`` (what a run saved before targets existed holds), so pass ``QuantSpec(..., target='auto')``
+    for the keyword default.
     """
     requested_norm = choose_normalization(normalization, mean, std)  # malformed values fail before any work
     float_model = copy.deepcopy(load_model(model, weights)).eval()
