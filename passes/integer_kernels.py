@@ -16,7 +16,7 @@ that produces it requantises straight to that grid in eval (QLinearConv's arithm
 4. a quantized op with an input quantizer becomes an integer kernel: it requantises to its source grid's
    quantizer, or, with none (a classifier's last layer), outputs float like QGemm.
 
-Only 8-bit activations have integer kernels: any other width is a ConfigError.
+Only 8-bit activations have integer kernels: any other width is an IntegerKernelError (a ConfigError).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from qcompile.errors import ConfigError
+from qcompile.errors import IntegerKernelError
 from qcompile.integer.modules import QuantAdd, QuantGlobalPool
 from qcompile.passes.attach_batchnorm import AttachedBatchNorm
 from qcompile.passes.base import GraphPass
@@ -101,7 +101,7 @@ class IntegerKernels(GraphPass):
         ops = [m for m in gm.modules() if isinstance(m, QuantizedOp) and m.input_quantizer is not None]
         wrong = sorted({m.input_quantizer.bits for m in ops} - {BITS})
         if wrong:
-            raise ConfigError(f"the ort-int8 target needs 8-bit activations, got {wrong}",
+            raise IntegerKernelError(f"the ort-int8 target needs 8-bit activations, got {wrong}",
                               hint="use --a-bits 8 with --target ort-int8, or --target exact for other widths")
         if not ops:
             return False, {"integer_kernels": []}

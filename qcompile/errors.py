@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from qcompile.runtime.errors import ActionableError, ActionableWarning, DataError
 
-__all__ = ["ActionableError", "ConfigError", "DataError", "ExportError", "ModelLoadError", "QCompileError",
+__all__ = ["ActionableError", "ConfigError", "DataError", "ExportError", "IntegerKernelError", "ModelLoadError", "QCompileError",
            "QCompileWarning", "TraceFailure", "TrainingDiverged"]
 
 
@@ -29,6 +29,11 @@ class TraceFailure(QCompileError):
 
 class ConfigError(QCompileError):
     """An option or combination of options is invalid."""
+
+
+class IntegerKernelError(ConfigError):
+    """The integer-kernel pass (``--target ort-int8``) met a graph it cannot lower; ``auto`` compiles such a
+    model ``exact`` instead."""
 
 
 class ExportError(QCompileError):

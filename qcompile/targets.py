@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from qcompile.errors import ActionableError
+from qcompile.errors import IntegerKernelError
 from qcompile.runtime.engine import is_x86
 from qcompile.runtime.widen import EXACT, ORT_INT8
 
@@ -98,13 +98,14 @@ def resolve_target(spec: QuantSpec, machine: str | None = None) -> tuple[str, st
 def build_for_target(spec: QuantSpec, build: Callable[[QuantSpec], T],
                      machine: str | None = None) -> tuple[T, str]:
     """``build`` (trace, plan, quantize passes) for the resolved target (``spec`` with ``target`` replaced);
-    returns what it built and the reason. Under ``auto``, an ``ort-int8`` build that fails with
-    an error a user could act on (the integer-kernel pass meeting a pattern it does not handle) is built
-    again as ``exact``, the failure becoming the reason; an ``exact`` build's failure is raised."""
+    returns what it built and the reason. Under ``auto``, an ``ort-int8`` build the integer-kernel pass
+    refuses (:class:`IntegerKernelError`: a graph it cannot lower) is built again as ``exact``, the refusal
+    becoming the reason. Any other error (a bad option, say) is raised at once: an ``exact`` build would
+    only repeat it."""
     target, reason = resolve_target(spec, machine)
     try:
         return build(replace(spec, target=target)), reason
-    except ActionableError as exc:
+    except IntegerKernelError as exc:
         if spec.target != AUTO or target == EXACT:
             raise
         return build(replace(spec, target=EXACT)), f"auto: ort-int8 failed on this graph ({exc.message}) → {EXACT}"

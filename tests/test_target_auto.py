@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import TinyBNNet, digits_cnn_file
 from qcompile.api import compile as qcompile_compile
 from qcompile.cli.main import cli
-from qcompile.errors import ConfigError
+from qcompile.errors import ConfigError, IntegerKernelError
 from qcompile.plan import QuantSpec
 from qcompile.runtime.artifact import Artifact
 from qcompile.targets import integer_kernel_obstacle, resolve_target
@@ -72,7 +72,8 @@ def _failing_integer_pass(monkeypatch):
     from qcompile.passes.integer_kernels import IntegerKernels
 
     def fail(self, gm):
-        raise ConfigError("unsupported pattern: a residual add of three tensors", hint="compile with --target exact")
+        raise IntegerKernelError("unsupported pattern: a residual add of three tensors",
+                                 hint="compile with --target exact")
 
     monkeypatch.setattr(IntegerKernels, "run", fail)
 
@@ -86,6 +87,21 @@ def test_auto_falls_back_to_exact_when_the_integer_pass_fails(monkeypatch):
     assert not any(r.get("pass") == "IntegerKernels" for r in cm.reports)
     with pytest.raises(ConfigError, match="unsupported pattern"):
         qcompile_compile(TinyBNNet(), input_shape=(1, 1, 8, 8), target="ort-int8")
+
+
+def test_auto_raises_other_errors_at_once_without_an_exact_rebuild():
+    """Only the integer-kernel pass's refusal falls back; a bad option fails on the first build."""
+    from qcompile.targets import build_for_target
+
+    builds = []
+
+    def build(spec):
+        builds.append(spec.target)
+        raise ConfigError("--layer-bits pattern(s) ['nope'] match no layer")
+
+    with pytest.raises(ConfigError, match="match no layer") as raised:
+        build_for_target(QuantSpec(w_bits=4, a_bits=8, target="auto"), build, machine="x86_64")
+    assert builds == ["ort-int8"] and raised.value.__context__ is None
 
 
 @pytest.fixture
